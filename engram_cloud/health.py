@@ -1,0 +1,43 @@
+"""Liveness and readiness probes for the load balancer and the orchestrator."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connections
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from engram_cloud.errors import ApiError, error_response
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """The process is up and answering."""
+    return JsonResponse({"status": "ok"})
+
+
+def _problems() -> list[str]:
+    problems = []
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        problems.append("control-plane database unreachable")
+    tenants_dir = settings.ENGRAM_DATA_DIR / "tenants"
+    if not tenants_dir.is_dir():
+        problems.append("tenant data directory missing")
+    return problems
+
+
+@require_GET
+def ready(request: HttpRequest) -> JsonResponse:
+    """Both planes can serve: the control-plane database answers, tenant files are reachable."""
+    problems = _problems()
+    if problems:
+        return error_response(
+            request,
+            ApiError(
+                503, "unavailable", "Not ready: " + "; ".join(problems) + ".", checks=problems
+            ),
+        )
+    return JsonResponse({"status": "ready"})

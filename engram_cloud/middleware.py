@@ -1,0 +1,65 @@
+"""Cross-cutting middleware that runs before anything reads the request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from uuid6 import uuid7
+
+from engram_cloud.errors import ApiError, error_response
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client's id is kept if it is short and plain; anything else is replaced.
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+class RequestIdMiddleware:
+    """Accept a sane X-Request-Id or make a UUIDv7; echo it on every response."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid7())
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request.request_id
+        return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit with 413 before anything parses them."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = body_limit_for(request.path_info)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return error_response(
+                request, ApiError(400, "invalid_request", "Content-Length is not a number.")
+            )
+        if length > limit:
+            return error_response(
+                request,
+                ApiError(
+                    413,
+                    "payload_too_large",
+                    f"The request body is larger than the limit of {limit} bytes.",
+                    limit_bytes=limit,
+                ),
+            )
+        return self.get_response(request)
+
+
+def body_limit_for(path: str) -> int:
+    if path.rstrip("/") == "/v1/import":
+        return settings.ENGRAM_IMPORT_MAX_BODY_BYTES
+    return settings.ENGRAM_MAX_BODY_BYTES

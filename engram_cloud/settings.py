@@ -1,0 +1,248 @@
+"""Engram Cloud settings: one module, every value from the environment.
+
+The embedded default (nothing set but DEBUG) needs no servers: an SQLite control plane and
+tenant files under ENGRAM_DATA_DIR, an in-process cache. Production sets DATABASE_URL,
+REDIS_URL, SECRET_KEY, API_KEY_PEPPER, ALLOWED_HOSTS and ENGRAM_BASE_DOMAIN.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    """A string from the environment, or from the file named by NAME_FILE (for secrets)."""
+    file_path = os.environ.get(f"{name}_FILE")
+    if file_path:
+        return Path(file_path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG")
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "insecure-development-only-secret-key-do-not-use-in-production"
+
+# API keys are stored as HMAC-SHA256(pepper, key). Changing the pepper invalidates every key.
+API_KEY_PEPPER = env_str("API_KEY_PEPPER")
+if not API_KEY_PEPPER:
+    if not DEBUG:
+        raise ImproperlyConfigured("API_KEY_PEPPER must be set when DEBUG is off.")
+    API_KEY_PEPPER = "insecure-development-only-pepper"
+
+ENGRAM_DATA_DIR = (BASE_DIR / env_str("ENGRAM_DATA_DIR", "data")).resolve()
+ENGRAM_DATA_DIR.mkdir(parents=True, exist_ok=True)
+ENGRAM_BASE_DOMAIN = env_str("ENGRAM_BASE_DOMAIN", "localhost").lower().strip(".")
+
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS",
+    ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEBUG else [],
+)
+# Tenants are addressed as {slug}.{ENGRAM_BASE_DOMAIN}.
+ALLOWED_HOSTS += [ENGRAM_BASE_DOMAIN, f".{ENGRAM_BASE_DOMAIN}"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "tenants",
+    "billing",
+    "memories",
+    "mcp",
+]
+
+MIDDLEWARE = [
+    "engram_cloud.middleware.RequestIdMiddleware",
+    "engram_cloud.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tenants.middleware.TenantApiMiddleware",
+]
+
+ROOT_URLCONF = "engram_cloud.urls"
+WSGI_APPLICATION = "engram_cloud.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases -------------------------------------------------------------------------------
+# `default` is the control plane. `memories` is the data plane: one alias whose backend opens
+# the SQLite file of the tenant bound to the current context (memories.tenant_db).
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{ENGRAM_DATA_DIR / 'control.db'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    ),
+    "memories": {
+        "ENGINE": "memories.db_backend",
+        # The file is chosen per request; NAME is only a label for messages.
+        "NAME": "tenant-bound",
+        # Kept open across requests of the same tenant; closed before another tenant is bound.
+        "CONN_MAX_AGE": None,
+        "OPTIONS": {
+            "timeout": env_int("ENGRAM_SQLITE_BUSY_TIMEOUT_SECONDS", 5),
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL",
+        },
+        "TEST": {"NAME": "tenant-bound"},
+    },
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
+DATABASE_ROUTERS = ["memories.routers.TenantDatabaseRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "tenants.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Cache -------------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- API ---------------------------------------------------------------------------------------
+ENGRAM_MAX_BODY_BYTES = env_int("ENGRAM_MAX_BODY_BYTES", 5 * 1024 * 1024)
+ENGRAM_IMPORT_MAX_BODY_BYTES = env_int("ENGRAM_IMPORT_MAX_BODY_BYTES", 50 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = ENGRAM_IMPORT_MAX_BODY_BYTES
+ENGRAM_KEY_ROTATION_GRACE_SECONDS = env_int("ENGRAM_KEY_ROTATION_GRACE_SECONDS", 24 * 3600)
+ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
+# Data-plane connections are per thread; each thread keeps at most this many tenant files open.
+ENGRAM_TENANT_CONNECTIONS_PER_THREAD = env_int("ENGRAM_TENANT_CONNECTIONS_PER_THREAD", 1)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.PrincipalAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasRequiredScope"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "engram_cloud.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": [],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Engram Cloud API",
+    "DESCRIPTION": "Hosted memory for AI agents: store memories and find them again.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/v1",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "ApiKeyBearer": {"type": "http", "scheme": "bearer"},
+            "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+    },
+    "SECURITY": [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}],
+}
+
+# --- Logging -----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+
+# --- Production hardening (on whenever DEBUG is off) --------------------------------------------
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Health probes come over plain HTTP from the load balancer.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]

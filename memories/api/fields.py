@@ -1,0 +1,47 @@
+"""JSON fields that take only the JSON type they name (DRF's coerce "5" to 5 and 5 to "5")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not declare, so a typo or a read-only field is never ignored."""
+
+    read_only_names: frozenset[str] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "keys"):
+            errors = {}
+            for name in data:
+                if name in self.fields:
+                    continue
+                errors[name] = [
+                    "This field is read-only." if name in self.read_only_names else "Unknown field."
+                ]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)

@@ -1,0 +1,119 @@
+"""Data-plane models: they live in each tenant's own SQLite file (see routers.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class MemoryType(models.TextChoices):
+    NOTE = "note"
+    TODO = "todo"
+    ISSUE = "issue"
+    DECISION = "decision"
+    PREFERENCE = "preference"
+    LEARNING = "learning"
+    CONTEXT = "context"
+    CREDENTIAL = "credential"
+    CUSTOM = "custom"
+    TRANSCRIPT_CHUNK = "transcript_chunk"
+    EPISODIC = "episodic"
+    PROCEDURAL = "procedural"
+    SUMMARY = "summary"
+    CHECKPOINT = "checkpoint"
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+class Tier(models.TextChoices):
+    PERMANENT = "permanent"
+    DAILY = "daily"
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+class MemoryQuerySet(models.QuerySet["Memory"]):
+    def live(self, now: dt.datetime | None = None) -> MemoryQuerySet:
+        """Memories that have not expired: what every read and search sees."""
+        now = now or timezone.now()
+        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+class Memory(models.Model):
+    content = models.TextField()
+    type = models.CharField(max_length=32, choices=MemoryType.choices, default=MemoryType.NOTE)
+    # The list as given (order kept) for output; MemoryTag rows make tags filterable.
+    tags = models.JSONField(default=list)
+    metadata = models.JSONField(default=dict)
+    importance = models.FloatField(default=0.5)
+    workspace = models.CharField(max_length=64, default="default")
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.PERMANENT)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    content_hash = models.CharField(max_length=64)
+    access_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    last_accessed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MemoryQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["created_at", "id"], name="memory_created_idx"),
+            models.Index(fields=["updated_at", "id"], name="memory_updated_idx"),
+            models.Index(fields=["importance", "id"], name="memory_importance_idx"),
+            models.Index(fields=["workspace", "created_at"], name="memory_workspace_idx"),
+            models.Index(fields=["type"], name="memory_type_idx"),
+            models.Index(fields=["expires_at"], name="memory_expires_idx"),
+            models.Index(fields=["content_hash"], name="memory_hash_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"memory {self.pk}"
+
+
+class MemoryTag(models.Model):
+    memory = models.ForeignKey(Memory, on_delete=models.CASCADE, related_name="tag_rows")
+    tag = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tag", "memory"], name="memorytag_unique"),
+        ]
+        indexes = [models.Index(fields=["memory"], name="memorytag_memory_idx")]
+
+    def __str__(self) -> str:
+        return self.tag
+
+
+class MemoryVersion(models.Model):
+    """A previous state of a memory, kept on every update."""
+
+    memory = models.ForeignKey(Memory, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    content = models.TextField()
+    type = models.CharField(max_length=32, choices=MemoryType.choices)
+    tags = models.JSONField(default=list)
+    metadata = models.JSONField(default=dict)
+    importance = models.FloatField()
+    workspace = models.CharField(max_length=64)
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # When this version was written (the memory's updated_at at the time).
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["memory", "version"], name="memoryversion_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"memory {self.memory_id} v{self.version}"

@@ -1,0 +1,84 @@
+"""Binding a tenant's SQLite file to the current context.
+
+The data plane is one file per tenant at {ENGRAM_DATA_DIR}/tenants/{tenant_id}/engram.db.
+`bind_tenant_database` sets the file for the current context (thread or task) and closes the
+context's connection first if it was open on another file, so a thread holds at most one
+tenant file open and the number of open files does not grow with the number of tenants.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import OperationalError, connections
+
+DATA_PLANE_ALIAS = "memories"
+
+_bound_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "engram_tenant_database", default=None
+)
+
+
+class TenantBindingError(RuntimeError):
+    """A data-plane query was attempted against another tenant's open connection."""
+
+
+class TenantNotBound(OperationalError):
+    """A data-plane query was attempted with no tenant bound: there is no database to use.
+
+    An OperationalError, so Django's tooling that probes every alias (makemigrations,
+    checks) treats the data plane like any database it cannot reach.
+    """
+
+
+class TenantDatabaseMissing(RuntimeError):
+    """The tenant's database file does not exist (never provisioned, or removed)."""
+
+
+def tenant_directory(tenant_id: uuid.UUID | str) -> Path:
+    return Path(settings.ENGRAM_DATA_DIR) / "tenants" / str(tenant_id)
+
+
+def tenant_database_path(tenant_id: uuid.UUID | str) -> Path:
+    return tenant_directory(tenant_id) / "engram.db"
+
+
+def current_database_path() -> Path | None:
+    return _bound_path.get()
+
+
+@contextmanager
+def bind_database_file(path: Path) -> Iterator[None]:
+    """Bind an explicit SQLite file (tenant files, the schema template) for the block."""
+    connection = connections[DATA_PLANE_ALIAS]
+    if connection.in_atomic_block:
+        raise TenantBindingError("Cannot rebind the data plane inside a transaction.")
+    previous = _bound_path.get()
+    if connection.connection is not None and connection.open_path != path:
+        connection.close()
+    token = _bound_path.set(path)
+    try:
+        yield
+    finally:
+        _bound_path.reset(token)
+        if (
+            previous is not None
+            and connection.connection is not None
+            and (connection.open_path != previous)
+        ):
+            connection.close()
+
+
+@contextmanager
+def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
+    """Bind the tenant's file for the block; every `memories` query inside goes there."""
+    path = tenant_database_path(tenant_id)
+    if not path.exists():
+        raise TenantDatabaseMissing(f"Tenant {tenant_id} has no database file.")
+    with bind_database_file(path):
+        yield

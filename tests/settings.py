@@ -1,0 +1,15 @@
+"""Test runs use engram_cloud.settings unchanged; this only supplies what the environment
+would: secrets, a throwaway data directory, and plain HTTP (no SSL redirect)."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
+os.environ.setdefault("API_KEY_PEPPER", "tests-only-pepper")
+os.environ.setdefault("ENGRAM_DATA_DIR", tempfile.mkdtemp(prefix="engram-tests-"))
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+os.environ.setdefault("ENGRAM_BASE_DOMAIN", "engram.test")
+
+from engram_cloud.settings import *  # noqa: E402, F403
+
