@@ -11,5 +11,5 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("ENGRAM_BASE_DOMAIN", "engram.test")
 
-from engram_cloud.settings import *  # noqa: E402, F403
+from engram_cloud.settings import *  # noqa: F403
 
