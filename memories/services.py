@@ -8,13 +8,14 @@ the tag list, every update keeps the previous version, expired memories are neve
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db import connections, models, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from memories.models import Memory, MemoryTag, MemoryVersion, Tier, content_hash
@@ -65,16 +66,45 @@ def create_memory(
     return memory
 
 
+_MEMORY_FIELDS = Memory._meta.concrete_fields
+# Reading a memory is the hottest path of the API: one statement that counts the access and
+# returns the row, instead of an ORM read and an ORM update (bench/api_overhead.py).
+_READ_AND_COUNT_ACCESS_SQL = (
+    f"UPDATE {Memory._meta.db_table} "
+    "SET access_count = access_count + 1, last_accessed_at = %s "
+    "WHERE id = %s AND (expires_at IS NULL OR expires_at > %s) "
+    f"RETURNING {', '.join(field.column for field in _MEMORY_FIELDS)}"
+)
+
+
+def _from_column(field: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(field, models.JSONField):
+        return json.loads(value)
+    if isinstance(field, models.DateTimeField):
+        # SQLite stores UTC without an offset.
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
 def get_memory(memory_id: int) -> Memory:
     """One live memory, counting the read as an access. Raises Memory.DoesNotExist."""
-    now = timezone.now()
-    memory = Memory.objects.live(now).get(pk=memory_id)
-    Memory.objects.filter(pk=memory_id).update(
-        access_count=F("access_count") + 1, last_accessed_at=now
-    )
-    memory.access_count += 1
-    memory.last_accessed_at = now
-    return memory
+    connection = connections[DATA_PLANE_ALIAS]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        # Access counts are bookkeeping, not acknowledged writes: they commit without an fsync
+        # (WAL with synchronous=NORMAL stays consistent; a power cut may lose the last counts).
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        try:
+            cursor.execute(_READ_AND_COUNT_ACCESS_SQL, [now, memory_id, now])
+            row = cursor.fetchone()
+        finally:
+            cursor.execute("PRAGMA synchronous=FULL")
+    if row is None:
+        raise Memory.DoesNotExist(f"memory {memory_id}")
+    values = [_from_column(field, value) for field, value in zip(_MEMORY_FIELDS, row, strict=True)]
+    return Memory.from_db(DATA_PLANE_ALIAS, None, values)
 
 
 def update_memory(memory_id: int, changes: dict[str, Any]) -> Memory:

@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
 from engram_cloud.errors import ApiError, unauthorized
 from tenants import api_keys
-from tenants.models import ApiKey, Tenant, TenantStatus, User
+from tenants.models import ApiKey, Tenant, TenantStatus
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class TenantRef:
+    """What the request pipeline needs of a tenant, without loading the whole row."""
+
+    id: uuid.UUID
+    slug: str
+    status: str
+    plan_code: str
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantRef:
+        return cls(id=tenant.id, slug=tenant.slug, status=tenant.status, plan_code=tenant.plan_id)
 
 
 @dataclass(frozen=True)
@@ -28,15 +45,12 @@ class Principal:
     """An authenticated caller. `tenant` is the key's tenant, or None for a JWT until resolved."""
 
     scopes: frozenset[str]
-    tenant: Tenant | None = None
-    api_key: ApiKey | None = None
-    user: User | None = None
+    tenant: TenantRef | None = None
+    key_id: int | None = None
+    key_prefix: str | None = None
+    user_id: int | None = None
 
     is_authenticated = True
-
-    @property
-    def key_prefix(self) -> str | None:
-        return self.api_key.prefix if self.api_key else None
 
 
 def credential_from(request: HttpRequest) -> str:
@@ -66,23 +80,49 @@ def authenticate(request: HttpRequest) -> Principal:
     return authenticate_bearer_token(token)
 
 
+# The lookup runs on every API request, so it is one hand-written indexed query: building it
+# through the ORM costs more than the rest of a memory read (bench/api_overhead.py).
+_KEY_LOOKUP_SQL = (
+    "SELECT k.id, k.prefix, k.digest, k.scopes, k.expires_at, k.revoked_at, k.last_used_at, "
+    "t.id, t.slug, t.status, t.plan_id "
+    f"FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id "
+    "WHERE k.digest = %s"
+)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive UTC datetimes, PostgreSQL aware ones."""
+    if value is not None and timezone.is_naive(value):
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
 def authenticate_api_key(key: str, now: dt.datetime | None = None) -> Principal:
     if not api_keys.is_well_formed(key):
         raise unauthorized()
     digest = api_keys.key_digest(key)
-    api_key = (
-        ApiKey.objects.select_related("tenant__plan")
-        .exclude(tenant__status=TenantStatus.DELETED)
-        .filter(digest=digest)
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_LOOKUP_SQL, [digest])
+        row = cursor.fetchone()
+    if row is None or not hmac.compare_digest(row[2], digest):
+        raise unauthorized()
+    key_id, prefix, _, scopes, expires_at, revoked_at, last_used_at = row[:7]
+    tenant_id, slug, status, plan_code = row[7:]
     now = now or timezone.now()
-    if api_key is None or not hmac.compare_digest(api_key.digest, digest):
+    expires_at = _aware(expires_at)
+    if revoked_at is not None or (expires_at is not None and expires_at <= now):
         raise unauthorized()
-    if api_key.revoked_at is not None or (api_key.expires_at and api_key.expires_at <= now):
+    if status == TenantStatus.DELETED:
         raise unauthorized()
-    _touch_last_used(api_key, now)
-    return Principal(scopes=frozenset(api_key.scopes), tenant=api_key.tenant, api_key=api_key)
+    _touch_last_used(key_id, _aware(last_used_at), now)
+    return Principal(
+        scopes=frozenset(json.loads(scopes) if isinstance(scopes, str) else scopes),
+        tenant=TenantRef(
+            id=uuid.UUID(str(tenant_id)), slug=slug, status=status, plan_code=plan_code
+        ),
+        key_id=key_id,
+        key_prefix=prefix,
+    )
 
 
 def authenticate_bearer_token(token: str) -> Principal:
@@ -90,12 +130,11 @@ def authenticate_bearer_token(token: str) -> Principal:
     raise unauthorized()
 
 
-def _touch_last_used(api_key: ApiKey, now: dt.datetime) -> None:
+def _touch_last_used(key_id: int, last_used_at: dt.datetime | None, now: dt.datetime) -> None:
     """Write last_used_at at most once a minute per key, never on every request."""
-    if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_RESOLUTION:
+    if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
         return
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-    api_key.last_used_at = now
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
 
 
 class PrincipalAuthentication(BaseAuthentication):

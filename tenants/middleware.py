@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 
 from engram_cloud.errors import ApiError, error_response
 from memories.tenant_db import TenantDatabaseMissing, bind_tenant_database
-from tenants.authentication import Principal, authenticate
+from tenants.authentication import Principal, TenantRef, authenticate
 from tenants.models import RESERVED_SLUGS, Tenant, TenantStatus
 
 TENANT_HEADER = "X-Engram-Tenant"
@@ -38,7 +38,7 @@ def host_tenant_slug(request: HttpRequest) -> str | None:
     return label
 
 
-def resolve_tenant(request: HttpRequest, principal: Principal) -> Tenant:
+def resolve_tenant(request: HttpRequest, principal: Principal) -> TenantRef:
     from_host = host_tenant_slug(request)
     from_header = request.headers.get(TENANT_HEADER, "").strip().lower() or None
     named = {slug for slug in (from_host, from_header) if slug}
@@ -54,18 +54,13 @@ def resolve_tenant(request: HttpRequest, principal: Principal) -> Tenant:
         )
     if len(named) > 1:
         raise ApiError(400, "tenant_ambiguous", "The host and the tenant header disagree.")
-    tenant = (
-        Tenant.objects.select_related("plan")
-        .exclude(status=TenantStatus.DELETED)
-        .filter(slug=named.pop())
-        .first()
-    )
+    tenant = Tenant.objects.exclude(status=TenantStatus.DELETED).filter(slug=named.pop()).first()
     if tenant is None:
         raise ApiError(404, "tenant_not_found", "No such tenant.")
-    return tenant
+    return TenantRef.of(tenant)
 
 
-def check_tenant_status(tenant: Tenant) -> None:
+def check_tenant_status(tenant: TenantRef) -> None:
     if tenant.status == TenantStatus.SUSPENDED:
         raise ApiError(403, "tenant_suspended", "This tenant is suspended.")
 

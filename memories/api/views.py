@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.models import Plan
 from memories import services
 from memories.api.cursors import decode_cursor, encode_cursor
 from memories.api.serializers import (
@@ -123,7 +124,7 @@ class StatsView(APIView):
     @extend_schema(responses=StatsSerializer)
     def get(self, request: Request) -> Response:
         stats = services.memory_stats()
-        plan = request.tenant.plan
+        plan = Plan.objects.get(code=request.tenant.plan_code)
         stats["plan"] = {"code": plan.code, "name": plan.name, "limits": plan.limits()}
         stats["usage"] = {
             "memories": stats["total_memories"],
