@@ -44,7 +44,13 @@ class BodySizeLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return error_response(
-                request, ApiError(400, "invalid_request", "Content-Length is not a number.")
+                request,
+                ApiError(
+                    400,
+                    "validation_error",
+                    "Content-Length is not a number.",
+                    fields={"Content-Length": ["Must be a whole number of bytes."]},
+                ),
             )
         if length > limit:
             return error_response(

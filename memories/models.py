@@ -117,3 +117,17 @@ class MemoryVersion(models.Model):
 
     def __str__(self) -> str:
         return f"memory {self.memory_id} v{self.version}"
+
+
+class MemoryEmbedding(models.Model):
+    """A memory's vector for semantic search, tagged with the model that made it."""
+
+    memory = models.OneToOneField(
+        Memory, on_delete=models.CASCADE, primary_key=True, related_name="embedding"
+    )
+    model = models.CharField(max_length=100)
+    # float32, little-endian, L2-normalised.
+    vector = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"embedding of memory {self.memory_id} ({self.model})"

@@ -44,9 +44,13 @@ class HasRequiredScope(BasePermission):
         if principal is None:
             raise NotAuthenticated()
         method = "GET" if request.method == "HEAD" else request.method
+        if method.lower() not in view.http_method_names or not hasattr(view, method.lower()):
+            return True  # the view answers 405 Method Not Allowed
+        if method == "OPTIONS":
+            return True  # describes the endpoint, reads nothing
         required = getattr(view, "required_scopes", {}).get(method)
         if required is None:
-            self.message = f"{request.method} is not allowed here."
+            self.message = f"{request.method} needs a permission this endpoint does not declare."
             return False
         if not grants(principal.scopes, required):
             self.message = f"This credential lacks the {required} scope."

@@ -25,6 +25,7 @@ MAX_CONTENT_CHARS = 100_000
 MAX_TAGS = 50
 MAX_TAG_CHARS = 64
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 MAX_PAGE_SIZE = 100
 READ_ONLY_MEMORY_FIELDS = frozenset(
@@ -39,6 +40,18 @@ READ_ONLY_MEMORY_FIELDS = frozenset(
         "expires_at",
     }
 )
+
+
+def json_depth(value: Any) -> int:
+    """How deep a parsed JSON value nests (a scalar is 0), without recursion."""
+    depth, level = 0, [(value, 0)]
+    while level:
+        item, item_depth = level.pop()
+        if isinstance(item, dict | list):
+            depth = max(depth, item_depth + 1)
+            children = item.values() if isinstance(item, dict) else item
+            level.extend((child, item_depth + 1) for child in children)
+    return depth
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -131,6 +144,10 @@ class MemoryWriteSerializer(StrictSerializer):
         return tags
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        if json_depth(value) > MAX_METADATA_DEPTH:
+            raise serializers.ValidationError(
+                f"Metadata may nest at most {MAX_METADATA_DEPTH} levels deep."
+            )
         if len(json.dumps(value).encode("utf-8")) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(
                 f"Metadata is limited to {MAX_METADATA_BYTES} bytes of JSON."
