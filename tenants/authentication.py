@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
@@ -24,6 +25,7 @@ from tenants import api_keys
 from tenants.models import ApiKey, Tenant, TenantStatus
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,11 @@ def _touch_last_used(key_id: int, last_used_at: dt.datetime | None, now: dt.date
     """Write last_used_at at most once a minute per key, never on every request."""
     if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
         return
-    ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
+    try:
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
+    except DatabaseError:
+        # Best effort: a busy control plane must not fail the request it only describes.
+        logger.warning("could not record last_used_at of key %s", key_id, exc_info=True)
 
 
 class PrincipalAuthentication(BaseAuthentication):

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -48,6 +49,10 @@ def record_audit(
 
 
 def get_or_create_user(email: str) -> User:
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError({"owner": f"{email!r} is not an email address."}) from None
     email = User.objects.normalize_email(email).lower()
     user = User.objects.filter(email=email).first()
     if user is None:

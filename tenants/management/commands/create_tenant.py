@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from billing.models import Plan
 from tenants import services
@@ -24,17 +25,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            owner = services.get_or_create_user(options["owner"])
-            tenant = services.provision_tenant(
-                slug=options["slug"],
-                owner=owner,
-                name=options["name"],
-                plan=options["plan"],
-                actor_label="command:create_tenant",
-            )
-            _, secret = services.create_api_key(
-                tenant=tenant, name="First key", created_by=owner, actor_label="command"
-            )
+            # One transaction: a refused tenant leaves no new owner behind.
+            with transaction.atomic():
+                owner = services.get_or_create_user(options["owner"])
+                tenant = services.provision_tenant(
+                    slug=options["slug"],
+                    owner=owner,
+                    name=options["name"],
+                    plan=options["plan"],
+                    actor_label="command:create_tenant",
+                )
+                _, secret = services.create_api_key(
+                    tenant=tenant, name="First key", created_by=owner, actor_label="command"
+                )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from None
         if options["json"]:

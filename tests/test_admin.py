@@ -1,0 +1,154 @@
+"""The staff admin: tenants, members, keys, audit log and plans; suspend, reactivate, revoke."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from tenants.models import ApiKey, AuditEvent, TenantStatus, User
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return User.objects.create_superuser("staff@example.com")
+
+
+@pytest.fixture
+def admin_client(staff: User) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def changelist(model: str) -> str:
+    return reverse(f"admin:{model}_changelist")
+
+
+CHANGELISTS = [
+    ("tenants_tenant", "acme"),
+    ("tenants_membership", "alice@example.com"),
+    ("tenants_apikey", "primary"),
+    ("tenants_auditevent", "tenant.created"),
+    ("billing_plan", "Enterprise"),
+]
+
+
+@pytest.mark.parametrize(("model", "shown"), CHANGELISTS, ids=[m for m, _ in CHANGELISTS])
+def test_changelists_load_and_show_the_objects(admin_client, acme, model, shown):
+    response = admin_client.get(changelist(model))
+    assert response.status_code == 200
+    assert shown in response.content.decode()
+
+
+def test_api_key_changelist_shows_the_prefix_and_tenant(admin_client, acme):
+    page = admin_client.get(changelist("tenants_apikey")).content.decode()
+    assert acme.api_key.prefix in page
+    assert "acme" in page
+
+
+def secret_pages(acme):
+    return [
+        changelist("tenants_apikey"),
+        reverse("admin:tenants_apikey_change", args=[acme.api_key.pk]),
+        reverse("admin:tenants_tenant_change", args=[acme.tenant.pk]),
+        changelist("tenants_auditevent"),
+    ]
+
+
+def test_key_pages_show_prefix_and_state_never_the_secret_or_digest(admin_client, acme):
+    response = admin_client.get(reverse("admin:tenants_apikey_change", args=[acme.api_key.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert acme.api_key.prefix in page
+    assert "active" in page
+    for url in secret_pages(acme):
+        page = admin_client.get(url).content.decode()
+        assert acme.key not in page, url
+        assert acme.key[len(acme.api_key.prefix) :] not in page, url
+        assert acme.api_key.digest not in page, url
+
+
+def run_action(client: Client, model: str, action: str, *pks) -> None:
+    response = client.post(
+        changelist(model), {"action": action, "_selected_action": [str(pk) for pk in pks]}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == changelist(model)
+
+
+def test_suspending_a_tenant_blocks_its_keys_and_is_audited(admin_client, staff, acme, globex):
+    run_action(admin_client, "tenants_tenant", "suspend", acme.tenant.pk)
+
+    acme.tenant.refresh_from_db()
+    globex.tenant.refresh_from_db()
+    assert acme.tenant.status == TenantStatus.SUSPENDED
+    assert globex.tenant.status == TenantStatus.ACTIVE
+    event = AuditEvent.objects.get(action="tenant.suspended")
+    assert (event.tenant, event.actor, event.target) == (acme.tenant, staff, "acme")
+    response = acme.client().get("/v1/memories")
+    assert response.status_code == 403
+    assert response.json()["error"] == "tenant_suspended"
+    assert globex.client().get("/v1/memories").status_code == 200
+
+
+def test_reactivating_a_tenant_restores_access_and_is_audited(admin_client, staff, acme):
+    run_action(admin_client, "tenants_tenant", "suspend", acme.tenant.pk)
+    run_action(admin_client, "tenants_tenant", "reactivate", acme.tenant.pk)
+
+    acme.tenant.refresh_from_db()
+    assert acme.tenant.status == TenantStatus.ACTIVE
+    event = AuditEvent.objects.get(action="tenant.reactivated")
+    assert (event.tenant, event.actor) == (acme.tenant, staff)
+    assert acme.client().get("/v1/memories").status_code == 200
+
+
+def test_revoking_a_key_refuses_it_on_the_next_request(admin_client, staff, acme):
+    other_key = acme.issue_key()
+    assert acme.client().get("/v1/memories").status_code == 200
+
+    run_action(admin_client, "tenants_apikey", "revoke", acme.api_key.pk)
+
+    acme.api_key.refresh_from_db()
+    assert acme.api_key.revoked_at is not None
+    event = AuditEvent.objects.get(action="api_key.revoked")
+    assert (event.tenant, event.actor, event.target) == (acme.tenant, staff, acme.api_key.prefix)
+    response = acme.client().get("/v1/memories")
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert ApiKey.objects.get(pk=acme.api_key.pk).state() == "revoked"
+    assert acme.client().get("/v1/memories", Authorization=f"Bearer {other_key}").status_code == (
+        200
+    )
+
+
+def admin_urls(acme) -> list[str]:
+    return [
+        reverse("admin:index"),
+        *(changelist(model) for model, _ in CHANGELISTS),
+        reverse("admin:tenants_tenant_change", args=[acme.tenant.pk]),
+        reverse("admin:tenants_apikey_change", args=[acme.api_key.pk]),
+    ]
+
+
+def assert_sent_to_login(response, url: str) -> None:
+    assert response.status_code == 302, url
+    assert response["Location"].startswith(reverse("admin:login")), url
+
+
+@pytest.mark.parametrize("who", ["anonymous", "non-staff member"])
+def test_only_staff_get_into_the_admin(acme, who):
+    client = Client()
+    if who != "anonymous":
+        client.force_login(User.objects.get(email="alice@example.com"))
+    for url in admin_urls(acme):
+        assert_sent_to_login(client.get(url), url)
+
+    response = client.post(
+        changelist("tenants_tenant"),
+        {"action": "suspend", "_selected_action": [str(acme.tenant.pk)]},
+    )
+    assert_sent_to_login(response, "suspend action")
+    acme.tenant.refresh_from_db()
+    assert acme.tenant.status == TenantStatus.ACTIVE
+    assert not AuditEvent.objects.filter(action="tenant.suspended").exists()
