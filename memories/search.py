@@ -1,0 +1,294 @@
+"""Finding memories again: keyword (BM25), fuzzy, semantic and hybrid search.
+
+Every strategy returns ids of live memories of the bound tenant that pass the filters, with a
+score in [0, 1] and what matched. Keyword search lets FTS5 rank first (a materialised CTE) and
+joins the memory table afterwards, so filters never turn into a scan per row; each query has
+a time budget (ENGRAM_SEARCH_TIME_BUDGET_MS) past which it is interrupted, not left to run.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError, connections
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein
+
+from memories.embeddings import STOP_WORDS, get_provider
+from memories.models import Memory
+from memories.services import MemoryFilters
+from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
+from memories.vector_index import semantic_scores
+
+STRATEGIES = ("auto", "keyword", "fuzzy", "semantic", "hybrid")
+RRF_K = 60
+KEYWORD_WEIGHT = 0.4
+SEMANTIC_WEIGHT = 0.6
+MAX_QUERY_TERMS = 32
+FUZZY_MAX_DISTANCE = 2
+# Column weights of bm25(): content counts most, then tags, then metadata values.
+BM25_WEIGHTS = (1.0, 0.75, 0.5)
+_TERM = re.compile(r"\w+", re.UNICODE)
+_OPERATOR_HINT = re.compile(r'"|\b(AND|OR|NOT)\b|\w\*')
+
+
+@dataclass
+class Hit:
+    memory_id: int
+    score: float
+    keyword_score: float | None = None
+    semantic_score: float | None = None
+
+
+@dataclass
+class SearchOutcome:
+    strategy: str
+    hits: list[Hit]
+    terms: list[str] = field(default_factory=list)
+    timed_out: bool = False
+    corrections: dict[str, list[str]] = field(default_factory=dict)
+
+
+class SearchTimeout(Exception):
+    """The query ran past its time budget."""
+
+
+# --- Query text ----------------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents, as the FTS5 tokenizer does."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def query_terms(query: str) -> list[str]:
+    """The query's searchable words; stop words are kept only if there is nothing else."""
+    terms = list(dict.fromkeys(_TERM.findall(fold(query))))[:MAX_QUERY_TERMS]
+    meaningful = [term for term in terms if term not in STOP_WORDS]
+    return meaningful or terms
+
+
+def pick_strategy(query: str) -> str:
+    """Engram's `auto`: operators or up to 2 words → keyword, 8 or more → semantic, else hybrid."""
+    words = query.split()
+    if _OPERATOR_HINT.search(query) or len(words) <= 2:
+        return "keyword"
+    if len(words) >= 8:
+        return "semantic"
+    return "hybrid"
+
+
+def fts_expression(groups: list[list[str]]) -> str:
+    """An FTS5 MATCH expression: any group may match, any spelling within a group.
+
+    Every term is quoted, so nothing a client types is parsed as FTS5 syntax.
+    """
+    parts = []
+    for group in groups:
+        quoted = [f'"{term}"' for term in group]
+        parts.append(quoted[0] if len(quoted) == 1 else "(" + " OR ".join(quoted) + ")")
+    return " OR ".join(parts)
+
+
+# --- Running SQL within a time budget ------------------------------------------------------------
+
+
+@contextmanager
+def time_budget(milliseconds: int) -> Iterator[None]:
+    """Interrupt the data-plane connection's statements that run past the budget."""
+    connection = connections[DATA_PLANE_ALIAS]
+    connection.ensure_connection()
+    deadline = time.monotonic() + milliseconds / 1000
+    raw = connection.connection
+    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 2000)
+    try:
+        yield
+    except OperationalError as error:
+        if "interrupted" in str(error):
+            raise SearchTimeout() from error
+        raise
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
+def filter_clause(filters: MemoryFilters) -> tuple[str, list[Any]]:
+    """The WHERE clause of the filters (and liveness) on "memories_memory", from the ORM."""
+    queryset = filters.apply(Memory.objects.live())
+    compiler = queryset.query.get_compiler(using=DATA_PLANE_ALIAS)
+    sql, params = compiler.compile(queryset.query.where)
+    return sql, list(params)
+
+
+def filtered_ids(filters: MemoryFilters, ids: list[int]) -> set[int]:
+    """Which of these ids are live memories passing the filters."""
+    found: set[int] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        queryset = filters.apply(Memory.objects.live()).filter(pk__in=chunk)
+        found.update(queryset.values_list("pk", flat=True))
+    return found
+
+
+# --- Keyword and fuzzy ---------------------------------------------------------------------------
+
+
+def keyword_hits(groups: list[list[str]], filters: MemoryFilters, limit: int) -> list[Hit]:
+    if not groups:
+        return []
+    where, params = filter_clause(filters)
+    table = Memory._meta.db_table
+    weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+    sql = (
+        "WITH ranked AS MATERIALIZED ("
+        f"  SELECT rowid AS id, -bm25(memories_fts, {weights}) AS score"
+        "   FROM memories_fts WHERE memories_fts MATCH %s"
+        ") "
+        f'SELECT ranked.id, ranked.score FROM ranked JOIN "{table}" '
+        f'ON "{table}"."id" = ranked.id WHERE {where} '
+        "ORDER BY ranked.score DESC, ranked.id DESC LIMIT %s"
+    )
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(sql, [fts_expression(groups), *params, limit])
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    best = rows[0][1] or 1.0
+    return [Hit(memory_id=row[0], score=row[1] / best, keyword_score=row[1] / best) for row in rows]
+
+
+class Vocabulary:
+    """Per process and tenant: the words of the tenant's memories, refreshed at most every 30 s."""
+
+    REFRESH_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self._words: dict[Path, tuple[float, list[str], frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def words(self) -> tuple[list[str], frozenset[str]]:
+        path = current_database_path()
+        assert path is not None, "bind a tenant database first"
+        with self._lock:
+            cached = self._words.get(path)
+        if cached is not None and time.monotonic() - cached[0] < self.REFRESH_SECONDS:
+            return cached[1], cached[2]
+        with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT term FROM memories_words_vocab")
+            words = [row[0] for row in cursor.fetchall()]
+        entry = (time.monotonic(), words, frozenset(words))
+        with self._lock:
+            self._words[path] = entry
+            while len(self._words) > 64:
+                self._words.pop(next(iter(self._words)))
+        return entry[1], entry[2]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._words.clear()
+
+
+vocabulary = Vocabulary()
+
+
+def corrections_for(terms: list[str]) -> dict[str, list[str]]:
+    """For each term the tenant never used, its known words within edit distance 2."""
+    words, known = vocabulary.words()
+    corrections: dict[str, list[str]] = {}
+    for term in terms:
+        if term in known or len(term) < 4:
+            continue
+        # Short words tolerate one edit, longer ones two (Damerau: a swap is one edit).
+        allowed = 1 if len(term) < 6 else FUZZY_MAX_DISTANCE
+        candidates = process.extract(
+            term, words, scorer=DamerauLevenshtein.distance, score_cutoff=allowed, limit=3
+        )
+        if candidates:
+            corrections[term] = [candidate for candidate, _, _ in candidates]
+    return corrections
+
+
+# --- Semantic and hybrid -------------------------------------------------------------------------
+
+
+def semantic_hits(query: str, filters: MemoryFilters, limit: int) -> list[Hit]:
+    scores = semantic_scores(query, get_provider())
+    hits: list[Hit] = []
+    ranked = list(scores.items())
+    # Check candidates against liveness and filters in growing batches until `limit` pass.
+    start, batch = 0, max(limit * 4, 50)
+    while len(hits) < limit and start < len(ranked):
+        chunk = ranked[start : start + batch]
+        allowed = filtered_ids(filters, [memory_id for memory_id, _ in chunk])
+        for memory_id, score in chunk:
+            if score > 0 and memory_id in allowed and len(hits) < limit:
+                hits.append(Hit(memory_id=memory_id, score=score, semantic_score=score))
+        start += batch
+        batch *= 4
+    return hits
+
+
+def fuse(keyword: list[Hit], semantic: list[Hit], limit: int) -> list[Hit]:
+    """Weighted reciprocal-rank fusion (k = 60; keyword 0.4, semantic 0.6), as Engram does."""
+    fused: dict[int, Hit] = {}
+    for weight, hits in ((KEYWORD_WEIGHT, keyword), (SEMANTIC_WEIGHT, semantic)):
+        for rank, hit in enumerate(hits, start=1):
+            entry = fused.setdefault(hit.memory_id, Hit(memory_id=hit.memory_id, score=0.0))
+            entry.score += weight / (RRF_K + rank)
+            if hit.keyword_score is not None:
+                entry.keyword_score = hit.keyword_score
+            if hit.semantic_score is not None:
+                entry.semantic_score = hit.semantic_score
+    best_possible = (KEYWORD_WEIGHT + SEMANTIC_WEIGHT) / (RRF_K + 1)
+    ordered = sorted(fused.values(), key=lambda hit: (-hit.score, -hit.memory_id))[:limit]
+    for hit in ordered:
+        hit.score /= best_possible
+    return ordered
+
+
+# --- The one entry point -------------------------------------------------------------------------
+
+
+def search(
+    query: str,
+    *,
+    strategy: str = "auto",
+    filters: MemoryFilters | None = None,
+    limit: int = 10,
+    min_score: float = 0.0,
+) -> SearchOutcome:
+    """Search the bound tenant's memories. Never raises for what a client can type."""
+    filters = filters or MemoryFilters()
+    used = pick_strategy(query) if strategy == "auto" else strategy
+    terms = query_terms(query)
+    outcome = SearchOutcome(strategy=used, hits=[], terms=terms)
+    candidates = max(limit * 3, 30)
+    try:
+        with time_budget(settings.ENGRAM_SEARCH_TIME_BUDGET_MS):
+            groups = [[term] for term in terms]
+            if used in ("fuzzy", "hybrid"):
+                outcome.corrections = corrections_for(terms)
+                groups = [[term, *outcome.corrections.get(term, [])] for term in terms]
+            keyword = []
+            if used in ("keyword", "fuzzy", "hybrid"):
+                keyword = keyword_hits(groups, filters, candidates if used == "hybrid" else limit)
+            if used == "semantic":
+                outcome.hits = semantic_hits(query, filters, limit)
+            elif used == "hybrid":
+                outcome.hits = fuse(keyword, semantic_hits(query, filters, candidates), limit)
+            else:
+                outcome.hits = keyword
+    except SearchTimeout:
+        outcome.timed_out = True
+        outcome.hits = []
+    outcome.hits = [hit for hit in outcome.hits if hit.score >= min_score][:limit]
+    return outcome

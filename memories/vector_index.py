@@ -1,0 +1,217 @@
+"""Semantic search over a tenant's stored vectors, vectorised with numpy.
+
+Vectors live in each tenant's database (MemoryEmbedding). A process keeps the vectors of
+recently searched tenants in memory (bounded by ENGRAM_VECTOR_CACHE_MB) and catches up with
+writes from any process by reading the memories_change log since the last sequence it saw, so
+a search never rereads a whole tenant after a write and never misses one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import connections
+
+from memories.embeddings import EmbeddingError, EmbeddingProvider, HashedProvider, get_provider
+from memories.models import Memory, MemoryEmbedding
+from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
+
+logger = logging.getLogger(__name__)
+
+
+def embedding_text(memory: Memory) -> str:
+    return " ".join([memory.content, *memory.tags])
+
+
+def store_embeddings(memories: Sequence[Memory], provider: EmbeddingProvider | None = None) -> bool:
+    """Compute and save the vectors of these memories in the bound tenant's database.
+
+    A provider failure does not fail the write: the memory is kept without a vector and
+    `reembed_memories` fills it in later. Returns whether vectors were stored.
+    """
+    if not memories:
+        return True
+    provider = provider or get_provider()
+    try:
+        vectors = provider.embed([embedding_text(memory) for memory in memories])
+    except EmbeddingError:
+        logger.exception("embedding failed; memories kept without vectors")
+        return False
+    MemoryEmbedding.objects.bulk_create(
+        [
+            MemoryEmbedding(memory_id=memory.pk, model=provider.name, vector=vector.tobytes())
+            for memory, vector in zip(memories, vectors, strict=True)
+        ],
+        update_conflicts=True,
+        unique_fields=["memory"],
+        update_fields=["model", "vector"],
+    )
+    return True
+
+
+@dataclass
+class TenantVectors:
+    """One tenant's vectors of one model: rows of `matrix`, ids in `ids` (-1: a free slot)."""
+
+    model: str
+    dimension: int
+    last_seq: int = 0
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.float32))
+    rows: dict[int, int] = field(default_factory=dict)
+    free: list[int] = field(default_factory=list)
+    count: int = 0
+    # For the hashed provider: how many vectors use each dimension (the IDF of TF-IDF).
+    document_frequency: np.ndarray | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes + self.ids.nbytes)
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self.ids)
+        if self.count + needed <= capacity and not self.free:
+            return
+        if len(self.free) >= needed:
+            return
+        new_capacity = max(16, capacity * 2, self.count + needed)
+        matrix = np.zeros((new_capacity, self.dimension), dtype=np.float32)
+        matrix[:capacity] = self.matrix[:capacity]
+        ids = np.full(new_capacity, -1, dtype=np.int64)
+        ids[:capacity] = self.ids
+        self.matrix, self.ids = matrix, ids
+
+    def put(self, memory_id: int, vector: np.ndarray) -> None:
+        row = self.rows.get(memory_id)
+        if row is None:
+            self._grow(1)
+            row = self.free.pop() if self.free else self.count
+            self.count = max(self.count, row + 1)
+            self.rows[memory_id] = row
+            self.ids[row] = memory_id
+        elif self.document_frequency is not None:
+            self.document_frequency -= self.matrix[row] != 0
+        self.matrix[row] = vector
+        if self.document_frequency is not None:
+            self.document_frequency += vector != 0
+
+    def drop(self, memory_id: int) -> None:
+        row = self.rows.pop(memory_id, None)
+        if row is None:
+            return
+        if self.document_frequency is not None:
+            self.document_frequency -= self.matrix[row] != 0
+        self.matrix[row] = 0
+        self.ids[row] = -1
+        self.free.append(row)
+
+    def scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, cosine scores) of every stored vector."""
+        used = slice(0, self.count)
+        return self.ids[used], self.matrix[used] @ query
+
+
+class VectorCache:
+    """Per-process LRU of TenantVectors, keyed by tenant database file and model."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[Path, str], TenantVectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def vectors(self, provider: EmbeddingProvider) -> TenantVectors:
+        """The bound tenant's vectors of this provider's model, brought up to date."""
+        path = current_database_path()
+        assert path is not None, "bind a tenant database first"
+        key = (path, provider.name)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = TenantVectors(model=provider.name, dimension=provider.dimension)
+                if isinstance(provider, HashedProvider):
+                    entry.document_frequency = np.zeros(provider.dimension, dtype=np.int64)
+                self._entries[key] = entry
+            self._entries.move_to_end(key)
+        with entry.lock:
+            _catch_up(entry)
+        self._evict()
+        return entry
+
+    def _evict(self) -> None:
+        budget = settings.ENGRAM_VECTOR_CACHE_MB * 1024 * 1024
+        with self._lock:
+            while len(self._entries) > 1 and sum(e.nbytes for e in self._entries.values()) > budget:
+                self._entries.popitem(last=False)
+
+
+def _load(entry: TenantVectors, cursor: object, memory_ids: Sequence[int] | None) -> None:
+    table = MemoryEmbedding._meta.db_table
+    if memory_ids is None:
+        cursor.execute(f"SELECT memory_id, vector FROM {table} WHERE model = %s", [entry.model])
+    else:
+        placeholders = ", ".join(["%s"] * len(memory_ids))
+        cursor.execute(
+            f"SELECT memory_id, vector FROM {table} "
+            f"WHERE model = %s AND memory_id IN ({placeholders})",
+            [entry.model, *memory_ids],
+        )
+    found = set()
+    for memory_id, blob in cursor.fetchall():
+        vector = np.frombuffer(blob, dtype=np.float32)
+        if vector.shape == (entry.dimension,):
+            entry.put(memory_id, vector)
+            found.add(memory_id)
+    for memory_id in set(memory_ids or ()) - found:
+        entry.drop(memory_id)
+
+
+def _catch_up(entry: TenantVectors) -> None:
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute("SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM memories_change")
+        oldest, newest = cursor.fetchone()
+        if newest == entry.last_seq:
+            return
+        if entry.last_seq == 0 or entry.last_seq < oldest - 1:
+            _load(entry, cursor, None)
+        else:
+            cursor.execute(
+                "SELECT DISTINCT memory_id FROM memories_change WHERE seq > %s",
+                [entry.last_seq],
+            )
+            changed = [row[0] for row in cursor.fetchall()]
+            for start in range(0, len(changed), 500):
+                _load(entry, cursor, changed[start : start + 500])
+        entry.last_seq = newest
+
+
+vector_cache = VectorCache()
+
+
+def semantic_scores(query: str, provider: EmbeddingProvider | None = None) -> dict[int, float]:
+    """Cosine similarity of the query to every vector of the bound tenant, best first."""
+    provider = provider or get_provider()
+    entry = vector_cache.vectors(provider)
+    vector = provider.embed([query])[0]
+    with entry.lock:
+        if entry.document_frequency is not None and entry.rows:
+            # IDF per hashed dimension: rare features count for more than common ones.
+            idf = np.log((len(entry.rows) + 1) / (entry.document_frequency + 1)) + 1.0
+            vector = vector * idf.astype(np.float32)
+            norm = np.linalg.norm(vector)
+            vector = vector / norm if norm else vector
+        ids, scores = entry.scores(vector)
+        live = ids >= 0
+        ids, scores = ids[live], scores[live]
+    order = np.argsort(-scores, kind="stable")
+    return {int(ids[i]): float(scores[i]) for i in order}
