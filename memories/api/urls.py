@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from memories.api import views
+from memories.api import search, views
 
 
 class MemoryIdConverter:
@@ -21,4 +21,5 @@ urlpatterns = [
     path("memories", views.MemoryCollectionView.as_view(), name="memories"),
     path("memories/<memory_id:memory_id>", views.MemoryDetailView.as_view(), name="memory-detail"),
     path("stats", views.StatsView.as_view(), name="stats"),
+    path("search", search.SearchView.as_view(), name="search"),
 ]

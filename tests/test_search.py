@@ -1,0 +1,229 @@
+"""POST /v1/search: strategies, filters, explain, and what never appears."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from memories import services
+from memories.models import Memory
+from memories.tenant_db import bind_tenant_database
+
+MEMORIES = [
+    {"content": "Kubernetes deployment uses the blue-green script", "tags": ["ops"]},
+    {"content": "Release process: deploy with the blue-green script", "tags": ["release"]},
+    {"content": "Alice prefers dark roast coffee in the morning", "tags": ["personal"]},
+    {"content": "Postgres migrations must be backwards compatible", "tags": ["db"]},
+    {"content": "Rotate the API signing keys every ninety days", "tags": ["security"]},
+]
+
+
+def seed(api, memories=MEMORIES, **extra):
+    ids = []
+    for fields in memories:
+        response = api.post("/v1/memories", {**fields, **extra})
+        assert response.status_code == 201, response.json()
+        ids.append(response.json()["id"])
+    return ids
+
+
+def search(api, query, **params):
+    response = api.post("/v1/search", {"query": query, **params})
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def ids_of(body):
+    return [result["memory"]["id"] for result in body["results"]]
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
+def test_every_strategy_finds_a_memory_by_its_words(alice_api, strategy):
+    ids = seed(alice_api)
+    body = search(alice_api, "coffee roast", strategy=strategy)
+    assert body["strategy"] == strategy
+    assert ids_of(body)[0] == ids[2]
+
+
+def test_fuzzy_search_tolerates_typos(alice_api):
+    ids = seed(alice_api)
+    assert ids_of(search(alice_api, "kuberntes deploymnet", strategy="keyword")) == []
+    body = search(alice_api, "kuberntes deploymnet", strategy="fuzzy", explain=True)
+    assert ids_of(body)[0] == ids[0]
+    assert "kubernetes" in body["corrections"]["kuberntes"]
+
+
+def test_auto_picks_keyword_for_short_queries_semantic_for_long_and_hybrid_between(alice_api):
+    seed(alice_api)
+    assert search(alice_api, "coffee")["strategy"] == "keyword"
+    assert search(alice_api, '"blue-green" script')["strategy"] == "keyword"
+    assert search(alice_api, "which script do we use to deploy")["strategy"] == "hybrid"
+    long_query = "what does alice like to drink early in the morning before work starts"
+    assert search(alice_api, long_query)["strategy"] == "semantic"
+
+
+def test_results_are_truncated_to_the_limit_and_sorted_by_score(alice_api):
+    seed(alice_api)
+    body = search(alice_api, "blue green script deploy", strategy="hybrid", limit=1)
+    assert len(body["results"]) == 1
+    body = search(alice_api, "blue green script deploy", strategy="hybrid", limit=5)
+    scores = [result["score"] for result in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 < score <= 1 for score in scores)
+
+
+def test_min_score_drops_weak_results(alice_api):
+    seed(alice_api)
+    everything = search(alice_api, "script", strategy="semantic")["results"]
+    assert len(everything) >= 2
+    cut = everything[0]["score"] - 1e-9
+    kept = search(alice_api, "script", strategy="semantic", min_score=cut)["results"]
+    assert [r["memory"]["id"] for r in kept] == [everything[0]["memory"]["id"]]
+
+
+def test_explain_says_why_each_result_matched(alice_api):
+    seed(alice_api)
+    body = search(alice_api, "blue green deploy", strategy="hybrid", explain=True)
+    match = body["results"][0]["match"]
+    assert match["strategy"] == "hybrid"
+    assert match["keyword_score"] is not None
+    assert match["semantic_score"] is not None
+    assert "blue" in match["matched_terms"]
+    assert any("**" in snippet for snippet in match["highlights"])
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
+def test_filters_are_exact_in_every_strategy(alice_api, strategy):
+    seed(alice_api, workspace="alpha", type="note")
+    seed(alice_api, workspace="beta", type="decision", tier="daily")
+    query = "blue green script deploy"
+    for params, check in [
+        ({"workspace": "alpha"}, lambda m: m["workspace"] == "alpha"),
+        ({"type": "decision"}, lambda m: m["type"] == "decision"),
+        ({"tier": "daily"}, lambda m: m["tier"] == "daily"),
+        ({"tags": ["release"]}, lambda m: "release" in m["tags"]),
+    ]:
+        body = search(alice_api, query, strategy=strategy, **params)
+        assert body["results"], params
+        assert all(check(result["memory"]) for result in body["results"]), params
+
+
+def test_metadata_and_date_filters(alice_api):
+    first = alice_api.post(
+        "/v1/memories", {"content": "deploy notes", "metadata": {"repo": "infra", "n": 1}}
+    ).json()
+    second = alice_api.post(
+        "/v1/memories", {"content": "deploy notes too", "metadata": {"repo": "web"}}
+    ).json()
+    assert ids_of(search(alice_api, "deploy", metadata={"repo": "infra"})) == [first["id"]]
+    assert ids_of(search(alice_api, "deploy", metadata={"n": 1})) == [first["id"]]
+    after = search(alice_api, "deploy", created_after=first["created_at"])
+    assert ids_of(after) == [second["id"]]
+    before = search(alice_api, "deploy", created_before=second["created_at"])
+    assert ids_of(before) == [first["id"]]
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
+def test_deleted_and_expired_memories_never_appear(alice_api, acme, strategy):
+    ids = seed(alice_api)
+    alice_api.delete(f"/v1/memories/{ids[0]}")
+    with bind_tenant_database(acme.tenant.id):
+        Memory.objects.filter(pk=ids[1]).update(
+            tier="daily", expires_at=timezone.now() - dt.timedelta(seconds=1)
+        )
+    body = search(alice_api, "kubernetes release blue green script deploy", strategy=strategy)
+    assert not {ids[0], ids[1]} & set(ids_of(body))
+
+
+def test_updates_are_searchable_at_once(alice_api):
+    memory = alice_api.post("/v1/memories", {"content": "the first text"}).json()
+    alice_api.patch(f"/v1/memories/{memory['id']}", {"content": "zebra crossing"})
+    for strategy in ("keyword", "semantic", "hybrid"):
+        assert ids_of(search(alice_api, "zebra crossing", strategy=strategy)) == [memory["id"]]
+        assert ids_of(search(alice_api, "first text", strategy="keyword")) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '"',
+        '"unbalanced',
+        "deploy*",
+        "a AND",
+        "NEAR(",
+        "((",
+        ")",
+        "OR OR",
+        "-",
+        "*",
+        "^",
+        ":",
+        "content:deploy",
+        "NOT",
+        '" OR "',
+        "🙂",
+        "ω" * 50,
+    ],
+)
+def test_fts_syntax_in_queries_never_fails(alice_api, query):
+    seed(alice_api)
+    for strategy in ("auto", "keyword", "fuzzy", "hybrid"):
+        response = alice_api.post("/v1/search", {"query": query, "strategy": strategy})
+        assert response.status_code == 200, (query, strategy, response.content)
+
+
+def test_a_search_of_only_common_words_is_bounded(alice_api, settings):
+    seed(alice_api)
+    body = search(alice_api, "the and of to", strategy="keyword")
+    assert body["timed_out"] is False
+
+
+def test_a_search_past_its_time_budget_is_cut_short_not_failed(alice_api, acme, settings):
+    with bind_tenant_database(acme.tenant.id):
+        for number in range(300):
+            services.create_memory(content=f"blue green script number {number}")
+    settings.ENGRAM_SEARCH_TIME_BUDGET_MS = 0
+    body = search(alice_api, "blue green script", strategy="keyword")
+    assert body["timed_out"] is True
+    assert body["results"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"query": ""},
+        {"query": "   "},
+        {"query": 5},
+        {"query": "x" * 1001},
+        {"query": "x", "limit": 0},
+        {"query": "x", "limit": 101},
+        {"query": "x", "strategy": "magic"},
+        {"query": "x", "min_score": 2},
+        {"query": "x", "metadata": {"a": {"b": 1}}},
+        {"query": "x", "workspace": "Not Valid"},
+        {"query": "x", "unknown": 1},
+        {"query": "nul \x00 byte"},
+    ],
+)
+def test_bad_search_requests_get_400(alice_api, body):
+    response = alice_api.post("/v1/search", body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "validation_error"
+
+
+def test_a_key_without_the_search_scope_cannot_search(acme):
+    key = acme.issue_key(scopes=["memories:read"])
+    response = acme.client().__class__(key).post("/v1/search", {"query": "x"})
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+
+
+def test_an_outsider_finds_nothing_of_another_tenant(alice_api, bob_api):
+    seed(alice_api)
+    seed(bob_api, [{"content": "Bob's own note about gardening"}])
+    for strategy in ("keyword", "fuzzy", "semantic", "hybrid"):
+        body = search(bob_api, "kubernetes blue green coffee gardening", strategy=strategy)
+        assert all("Bob" in result["memory"]["content"] for result in body["results"])
