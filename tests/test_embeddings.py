@@ -170,3 +170,17 @@ def test_changing_provider_and_reembedding_replaces_every_vector(
         assert MemoryEmbedding.objects.count() == Memory.objects.count() == 3
     body = alice_api.post("/v1/search", {"query": "memory 2", "strategy": "semantic"}).json()
     assert body["results"][0]["memory"]["content"] == "memory 2"
+
+
+def test_minilm_finds_paraphrases_offline_from_the_installed_package(configure_embeddings):
+    configure_embeddings(ENGRAM_EMBEDDING_PROVIDER="minilm")
+    provider = get_provider()
+    assert (provider.name, provider.dimension) == ("all-minilm-l6-v2", 384)
+    question, answer, other = provider.embed(
+        [
+            "how do we ship to prod",
+            "Release process: deploy with the blue-green script",
+            "Alice prefers dark roast coffee",
+        ]
+    )
+    assert cosine(question, answer) > cosine(question, other) + 0.1
