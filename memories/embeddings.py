@@ -71,7 +71,7 @@ class HashedProvider:
     """Signed feature hashing of words (weight 1) and their character 3- and 4-grams."""
 
     NGRAM_SIZES = (3, 4)
-    NGRAM_WEIGHT = 0.35
+    NGRAM_WEIGHT = 0.15
 
     def __init__(self, dimension: int = 256) -> None:
         self.dimension = dimension
