@@ -27,7 +27,7 @@ from memories.embeddings import STOP_WORDS, get_provider
 from memories.models import Memory
 from memories.services import MemoryFilters
 from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
-from memories.vector_index import semantic_scores
+from memories.vector_index import SemanticRanking
 
 STRATEGIES = ("auto", "keyword", "fuzzy", "semantic", "hybrid")
 RRF_K = 60
@@ -221,20 +221,21 @@ def corrections_for(terms: list[str]) -> dict[str, list[str]]:
 
 
 def semantic_hits(query: str, filters: MemoryFilters, limit: int) -> list[Hit]:
-    scores = semantic_scores(query, get_provider())
-    hits: list[Hit] = []
-    ranked = list(scores.items())
-    # Check candidates against liveness and filters in growing batches until `limit` pass.
-    start, batch = 0, max(limit * 4, 50)
-    while len(hits) < limit and start < len(ranked):
-        chunk = ranked[start : start + batch]
-        allowed = filtered_ids(filters, [memory_id for memory_id, _ in chunk])
-        for memory_id, score in chunk:
-            if score > 0 and memory_id in allowed and len(hits) < limit:
-                hits.append(Hit(memory_id=memory_id, score=score, semantic_score=score))
-        start += batch
-        batch *= 4
-    return hits
+    ranking = SemanticRanking(query, get_provider())
+    # Take the best candidates, keep those that are live and pass the filters, and look
+    # further down the ranking only if too few passed.
+    wanted = max(limit * 4, 50)
+    while True:
+        candidates = ranking.top(wanted)
+        allowed = filtered_ids(filters, [memory_id for memory_id, _ in candidates])
+        hits = [
+            Hit(memory_id=memory_id, score=score, semantic_score=score)
+            for memory_id, score in candidates
+            if memory_id in allowed
+        ][:limit]
+        if len(hits) == limit or wanted >= len(ranking):
+            return hits
+        wanted *= 4
 
 
 def fuse(keyword: list[Hit], semantic: list[Hit], limit: int) -> list[Hit]:

@@ -198,20 +198,32 @@ def _catch_up(entry: TenantVectors) -> None:
 vector_cache = VectorCache()
 
 
-def semantic_scores(query: str, provider: EmbeddingProvider | None = None) -> dict[int, float]:
-    """Cosine similarity of the query to every vector of the bound tenant, best first."""
-    provider = provider or get_provider()
-    entry = vector_cache.vectors(provider)
-    vector = provider.embed([query])[0]
-    with entry.lock:
-        if entry.document_frequency is not None and entry.rows:
-            # IDF per hashed dimension: rare features count for more than common ones.
-            idf = np.log((len(entry.rows) + 1) / (entry.document_frequency + 1)) + 1.0
-            vector = vector * idf.astype(np.float32)
-            norm = np.linalg.norm(vector)
-            vector = vector / norm if norm else vector
-        ids, scores = entry.scores(vector)
-        live = ids >= 0
-        ids, scores = ids[live], scores[live]
-    order = np.argsort(-scores, kind="stable")
-    return {int(ids[i]): float(scores[i]) for i in order}
+class SemanticRanking:
+    """A query's cosine similarity to every vector of the bound tenant, read best first."""
+
+    def __init__(self, query: str, provider: EmbeddingProvider | None = None) -> None:
+        provider = provider or get_provider()
+        entry = vector_cache.vectors(provider)
+        vector = provider.embed([query])[0]
+        with entry.lock:
+            if entry.document_frequency is not None and entry.rows:
+                # IDF per hashed dimension: rare features count for more than common ones.
+                idf = np.log((len(entry.rows) + 1) / (entry.document_frequency + 1)) + 1.0
+                vector = vector * idf.astype(np.float32)
+                norm = np.linalg.norm(vector)
+                vector = vector / norm if norm else vector
+            ids, scores = entry.scores(vector)
+            keep = (ids >= 0) & (scores > 0)
+            self.ids, self.scores = ids[keep], scores[keep]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def top(self, count: int) -> list[tuple[int, float]]:
+        """The `count` best (id, score) pairs, best first; ties go to the newer memory."""
+        count = min(count, len(self.ids))
+        if count == 0:
+            return []
+        best = np.argpartition(-self.scores, count - 1)[:count]
+        order = best[np.lexsort((-self.ids[best], -self.scores[best]))]
+        return [(int(self.ids[i]), float(self.scores[i])) for i in order]
