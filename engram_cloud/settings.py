@@ -199,6 +199,15 @@ ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
 # Data-plane connections are per thread; each thread keeps at most this many tenant files open.
 ENGRAM_TENANT_CONNECTIONS_PER_THREAD = env_int("ENGRAM_TENANT_CONNECTIONS_PER_THREAD", 1)
 
+# --- JWT (console users and SDKs) ---------------------------------------------------------------
+# Tokens are verified against the identity provider's JWKS; unset URL = JWTs are refused.
+ENGRAM_JWT_JWKS_URL = env_str("ENGRAM_JWT_JWKS_URL")
+ENGRAM_JWT_ISSUER = env_str("ENGRAM_JWT_ISSUER")
+ENGRAM_JWT_AUDIENCE = env_str("ENGRAM_JWT_AUDIENCE", "engram-cloud")
+ENGRAM_JWT_EMAIL_CLAIM = env_str("ENGRAM_JWT_EMAIL_CLAIM", "email")
+ENGRAM_JWT_LEEWAY_SECONDS = env_int("ENGRAM_JWT_LEEWAY_SECONDS", 60)
+ENGRAM_JWT_JWKS_TIMEOUT_SECONDS = env_int("ENGRAM_JWT_JWKS_TIMEOUT_SECONDS", 5)
+
 # --- Search ------------------------------------------------------------------------------------
 ENGRAM_EMBEDDING_PROVIDER = env_str("ENGRAM_EMBEDDING_PROVIDER", "hashed")  # hashed|minilm|openai
 ENGRAM_HASHED_EMBEDDING_DIMENSION = env_int("ENGRAM_HASHED_EMBEDDING_DIMENSION", 256)

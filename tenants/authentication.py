@@ -1,8 +1,8 @@
 """Who is calling: credentials on a `/v1` request become a Principal bound to one tenant.
 
 API keys arrive as `Authorization: Bearer ek_…` or `X-API-Key: ek_…` (both at once is an
-error). A bearer token that is not an API key is a JWT; JWT support plugs in at
-`authenticate_bearer_token` (the gateway issue) and until then such tokens are refused.
+error). A bearer token that is not an API key is a JWT (tenants/jwt_auth.py) of a person, who
+then acts in the tenant they name with the scopes of their role there.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest
 from django.utils import timezone
@@ -22,7 +23,8 @@ from rest_framework.authentication import BaseAuthentication
 
 from engram_cloud.errors import ApiError, unauthorized
 from tenants import api_keys
-from tenants.models import ApiKey, Tenant, TenantStatus
+from tenants.jwt_auth import InvalidToken, decode_token
+from tenants.models import ApiKey, Tenant, TenantStatus, User
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 logger = logging.getLogger(__name__)
@@ -128,8 +130,22 @@ def authenticate_api_key(key: str, now: dt.datetime | None = None) -> Principal:
 
 
 def authenticate_bearer_token(token: str) -> Principal:
-    """JWTs are validated here once the gateway configures a JWKS; none is configured yet."""
-    raise unauthorized()
+    """A JWT of a person with an account; their scopes come with the tenant they name."""
+    try:
+        claims = decode_token(token)
+    except InvalidToken:
+        raise unauthorized() from None
+    email = claims.get(settings.ENGRAM_JWT_EMAIL_CLAIM)
+    user_id = (
+        User.objects.filter(email__iexact=email, is_active=True)
+        .values_list("pk", flat=True)
+        .first()
+        if isinstance(email, str)
+        else None
+    )
+    if user_id is None:
+        raise unauthorized()
+    return Principal(scopes=frozenset(), user_id=user_id)
 
 
 def _touch_last_used(key_id: int, last_used_at: dt.datetime | None, now: dt.datetime) -> None:
