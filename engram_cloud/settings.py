@@ -196,8 +196,6 @@ ENGRAM_IMPORT_MAX_BODY_BYTES = env_int("ENGRAM_IMPORT_MAX_BODY_BYTES", 50 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = ENGRAM_IMPORT_MAX_BODY_BYTES
 ENGRAM_KEY_ROTATION_GRACE_SECONDS = env_int("ENGRAM_KEY_ROTATION_GRACE_SECONDS", 24 * 3600)
 ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
-# Data-plane connections are per thread; each thread keeps at most this many tenant files open.
-ENGRAM_TENANT_CONNECTIONS_PER_THREAD = env_int("ENGRAM_TENANT_CONNECTIONS_PER_THREAD", 1)
 
 # --- JWT (console users and SDKs) ---------------------------------------------------------------
 # Tokens are verified against the identity provider's JWKS; unset URL = JWTs are refused.
