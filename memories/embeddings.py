@@ -14,6 +14,7 @@ stored vector carries its provider's `name`; `reembed_memories` recomputes them 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import unicodedata
@@ -22,7 +23,7 @@ import urllib.request
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -68,33 +69,54 @@ def words_of(text: str) -> list[str]:
 
 
 class HashedProvider:
-    """Signed feature hashing of words (weight 1) and their character 3- and 4-grams."""
+    """Signed feature hashing: each word (weight 1) and its character 3- and 4-grams.
+
+    A text's vector sums its distinct words' vectors weighted by sub-linear term frequency
+    (1 + log tf). Word vectors are cached, so embedding costs a few array operations per text.
+    """
 
     NGRAM_SIZES = (3, 4)
-    NGRAM_WEIGHT = 0.15
+    NGRAM_WEIGHT = 0.8
 
     def __init__(self, dimension: int = 256) -> None:
         self.dimension = dimension
-        self.name = f"hashed-v1-{dimension}"
+        self.name = f"hashed-v2-{dimension}"
+        self._word_vectors = lru_cache(maxsize=100_000)(self._word_vector)
 
-    def features(self, text: str) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        for word in words_of(text):
-            counts[f"w:{word}"] += 1.0
-            padded = f"<{word}>"
-            for size in self.NGRAM_SIZES:
-                for start in range(len(padded) - size + 1):
-                    counts[padded[start : start + size]] += self.NGRAM_WEIGHT
-        return counts
+    def features(self, word: str) -> list[tuple[str, float]]:
+        features = [(f"w:{word}", 1.0)]
+        padded = f"<{word}>"
+        for size in self.NGRAM_SIZES:
+            features += [
+                (padded[start : start + size], self.NGRAM_WEIGHT)
+                for start in range(len(padded) - size + 1)
+            ]
+        return features
+
+    def _word_vector(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        """(dimensions, signed weights) of one word's features."""
+        indices, weights = [], []
+        for feature, weight in self.features(word):
+            digest = zlib.crc32(feature.encode("utf-8"))
+            indices.append(digest % self.dimension)
+            weights.append(weight if digest & 0x80000000 else -weight)
+        return np.asarray(indices, dtype=np.intp), np.asarray(weights, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         matrix = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, text in enumerate(texts):
-            for feature, count in self.features(text).items():
-                digest = zlib.crc32(feature.encode("utf-8"))
-                sign = 1.0 if digest & 0x80000000 else -1.0
-                # Sub-linear term frequency, as TF-IDF does.
-                matrix[row, digest % self.dimension] += sign * (1.0 + np.log(count))
+            counts = Counter(words_of(text))
+            if not counts:
+                continue
+            parts = [self._word_vectors(word) for word in counts]
+            indices = np.concatenate([part[0] for part in parts])
+            weights = np.concatenate(
+                [
+                    weights * (1.0 + math.log(count))
+                    for (_, weights), count in zip(parts, counts.values(), strict=True)
+                ]
+            )
+            matrix[row] = np.bincount(indices, weights=weights, minlength=self.dimension)
         return normalise_rows(matrix)
 
 

@@ -166,7 +166,7 @@ def test_changing_provider_and_reembedding_replaces_every_vector(
     configure_embeddings(ENGRAM_HASHED_EMBEDDING_DIMENSION=512)
     call_command("reembed_memories", "acme", stdout=io.StringIO())
     with bind_tenant_database(acme.tenant.id):
-        assert set(MemoryEmbedding.objects.values_list("model", flat=True)) == {"hashed-v1-512"}
+        assert set(MemoryEmbedding.objects.values_list("model", flat=True)) == {"hashed-v2-512"}
         assert MemoryEmbedding.objects.count() == Memory.objects.count() == 3
     body = alice_api.post("/v1/search", {"query": "memory 2", "strategy": "semantic"}).json()
     assert body["results"][0]["memory"]["content"] == "memory 2"
