@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from memories.api import search, views
+from memories.api import portability, search, views
 
 
 class MemoryIdConverter:
@@ -22,4 +22,6 @@ urlpatterns = [
     path("memories/<memory_id:memory_id>", views.MemoryDetailView.as_view(), name="memory-detail"),
     path("stats", views.StatsView.as_view(), name="stats"),
     path("search", search.SearchView.as_view(), name="search"),
+    path("import", portability.ImportView.as_view(), name="import"),
+    path("export", portability.ExportView.as_view(), name="export"),
 ]

@@ -1,0 +1,160 @@
+"""GET /v1/export and POST /v1/import: the tenant's memories as an Engram export file.
+
+Both stream. The export is a StreamingHttpResponse whose generator binds the tenant's database
+itself: the request pipeline unbinds it as soon as the view returns, before the body is sent.
+The import never builds the whole file in memory: a JSON body is parsed from the request stream
+and an upload from its (spooled) file, record by record (memories.portability).
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing.models import Plan
+from engram_cloud.errors import ApiError
+from engram_cloud.parsers import BoundedJSONParser
+from memories import portability
+from memories.api.fields import StrictSerializer
+from memories.api.serializers import workspace_validator
+from memories.api.views import _validated
+from memories.tenant_db import bind_tenant_database
+from tenants.permissions import Scope
+
+UPGRADE_URL = "/billing"
+
+
+class ExportQuerySerializer(StrictSerializer):
+    workspace = serializers.CharField(required=False, validators=[workspace_validator])
+
+
+class ImportOptionsSerializer(StrictSerializer):
+    skip_duplicates = serializers.BooleanField(default=True)
+
+
+ImportResultSerializer = inline_serializer(
+    "ImportResult",
+    {
+        "imported": serializers.IntegerField(),
+        "skipped": serializers.IntegerField(),
+        "failed": serializers.IntegerField(),
+        "errors": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+
+def _file_error(error: portability.ExportFileError) -> ApiError:
+    if error.code == "invalid_json":
+        return ApiError(400, "invalid_json", error.message)
+    return ApiError(400, error.code, error.message, fields={error.field: [error.message]})
+
+
+def _export_of_tenant(tenant_id: uuid.UUID, workspace: str | None) -> Iterator[str]:
+    with bind_tenant_database(tenant_id):
+        yield from portability.export_memories(workspace)
+
+
+class ExportView(APIView):
+    required_scopes = {"GET": Scope.MEMORIES_READ}
+
+    @extend_schema(
+        parameters=[ExportQuerySerializer],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT},
+        operation_id="export",
+        description="The tenant's live memories as an Engram export file (streamed).",
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        query = _validated(ExportQuerySerializer, request.query_params)
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response = StreamingHttpResponse(
+            _export_of_tenant(request.tenant.id, query.get("workspace")),
+            content_type="application/json",
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="engram-export-{request.tenant.slug}-{stamp}.json"'
+        )
+        return response
+
+
+class ImportView(APIView):
+    required_scopes = {"POST": Scope.MEMORIES_WRITE}
+    parser_classes = [BoundedJSONParser, MultiPartParser]
+
+    @extend_schema(
+        parameters=[ImportOptionsSerializer],
+        request={
+            "application/json": OpenApiTypes.OBJECT,
+            "multipart/form-data": inline_serializer(
+                "ImportUpload",
+                {"file": serializers.FileField(), "skip_duplicates": serializers.BooleanField()},
+            ),
+        },
+        responses=ImportResultSerializer,
+        operation_id="import",
+        description=(
+            "Import an Engram (OSS v1.0 or Cloud) export file: the JSON body itself, or a "
+            "multipart `file`. Records are validated like POST /v1/memories (fields Engram "
+            "Cloud has no place for are ignored); a bad record is counted in `failed` and "
+            "described in `errors` (the first 1,000) with its index, and the rest are "
+            "imported. With `skip_duplicates` (default true) a record whose content the "
+            "tenant already holds, or that appears earlier in the file, is skipped, as is a "
+            "record that has already expired. Ids are kept where the tenant does not use "
+            "them. A daily memory without `expires_at` expires one daily TTL after the "
+            "import. A malformed file, or one that would exceed the memories quota, writes "
+            "nothing."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        source, form = self._source(request)
+        options = _validated(ImportOptionsSerializer, {**request.query_params.dict(), **form})
+        plan = Plan.objects.get(code=request.tenant.plan_code)
+        try:
+            result = portability.import_memories(
+                portability.read_export_file(source),
+                skip_duplicates=options["skip_duplicates"],
+                max_memories=plan.max_memories,
+            )
+        except portability.ExportFileError as error:
+            raise _file_error(error) from None
+        except portability.ImportQuotaExceeded as error:
+            raise ApiError(
+                402,
+                "quota_exceeded",
+                str(error),
+                metric="memories",
+                current=error.current,
+                limit=error.limit,
+                importing=error.importing,
+                upgrade_url=UPGRADE_URL,
+            ) from None
+        return Response(result.as_dict())
+
+    def _source(self, request: Request) -> tuple[IO[bytes], dict[str, Any]]:
+        """The file to read and the form's options. A JSON body is read from the request
+        stream, not through the JSON parser, which would hold the whole file in memory."""
+        if request.stream is None:
+            return io.BytesIO(), {}  # no body at all: "the file is empty"
+        parser = request.negotiator.select_parser(request, self.get_parsers())
+        if parser is None:
+            raise UnsupportedMediaType(request.content_type)
+        if isinstance(parser, MultiPartParser):
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise serializers.ValidationError({"file": ["Upload the export file as 'file'."]})
+            upload.seek(0)
+            form = {name: value for name, value in request.data.items() if name != "file"}
+            return upload, form
+        return request.stream, {}
