@@ -371,6 +371,8 @@ class RequestSpec:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "GET"
+    # A POST's body, sent as it is (set Content-Type in headers).
+    body: bytes | None = None
 
 
 @dataclass
@@ -461,7 +463,7 @@ def measure(
                     break
                 spec = requests[next(sequence) % len(requests)]
                 try:
-                    connection.request(spec.method, spec.path, headers=spec.headers)
+                    connection.request(spec.method, spec.path, body=spec.body, headers=spec.headers)
                     response = connection.getresponse()
                     response.read()
                     status = response.status

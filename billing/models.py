@@ -37,3 +37,39 @@ class Plan(models.Model):
             "requests_per_minute": self.requests_per_minute,
             "burst": self.burst,
         }
+
+
+class UsageEvent(models.Model):
+    """One metered API request, written in batches by the usage flush (billing/usage.py)."""
+
+    request_id = models.CharField(max_length=128, unique=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    route = models.CharField(max_length=32)
+    method = models.CharField(max_length=10)
+    status_code = models.PositiveSmallIntegerField()
+    api_calls = models.PositiveIntegerField(default=1)
+    searches = models.PositiveIntegerField(default=0)
+    memories_created = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"], name="usage_tenant_time_idx")]
+
+    def __str__(self) -> str:
+        return self.request_id
+
+
+class DailyUsage(models.Model):
+    """A tenant's usage per UTC day: what the usage endpoint, quotas and billing read."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    api_calls = models.PositiveBigIntegerField(default=0)
+    searches = models.PositiveBigIntegerField(default=0)
+    memories_created = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="dailyusage_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day}"

@@ -52,7 +52,14 @@ def error_body(request: HttpRequest | None, code: str, message: str, **details: 
     }
 
 
+def note_error(request: Any, code: str) -> None:
+    """Remember the error code on the request, for the request log and metrics."""
+    if request is not None:
+        getattr(request, "_request", request).error_code = code
+
+
 def error_response(request: HttpRequest | None, error: ApiError) -> JsonResponse:
+    note_error(request, error.code)
     response = JsonResponse(
         error_body(request, error.code, error.message, **error.details), status=error.status
     )
@@ -96,6 +103,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if error is None:
         return None
     request = context.get("request")
+    note_error(request, error.code)
     return Response(
         error_body(request, error.code, error.message, **error.details),
         status=error.status,

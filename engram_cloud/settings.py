@@ -95,6 +95,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "engram_cloud.middleware.RequestIdMiddleware",
+    # Right after the request id, so it times (and logs) nearly everything, refusals included.
+    "engram_cloud.observability.RequestObservabilityMiddleware",
     "engram_cloud.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -197,6 +199,22 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = ENGRAM_IMPORT_MAX_BODY_BYTES
 ENGRAM_KEY_ROTATION_GRACE_SECONDS = env_int("ENGRAM_KEY_ROTATION_GRACE_SECONDS", 24 * 3600)
 ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
 
+# --- Plans, quotas and usage ----------------------------------------------------------------------
+ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/billing/")
+# The embedded default flushes buffered usage events from each process this often (0: never;
+# with REDIS_URL the Celery beat task flushes instead).
+ENGRAM_USAGE_FLUSH_SECONDS = env_int("ENGRAM_USAGE_FLUSH_SECONDS", 5)
+
+# --- Celery -------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+# No broker in the embedded default: a task called there runs at once, in the caller.
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BEAT_SCHEDULE = {
+    "flush-usage": {"task": "billing.tasks.flush_usage", "schedule": 10.0},
+}
+
 # --- JWT (console users and SDKs) ---------------------------------------------------------------
 # Tokens are verified against the identity provider's JWKS; unset URL = JWTs are refused.
 ENGRAM_JWT_JWKS_URL = env_str("ENGRAM_JWT_JWKS_URL")
@@ -246,14 +264,32 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}],
 }
 
-# --- Logging -----------------------------------------------------------------------------------
+# --- Logging and metrics ------------------------------------------------------------------------
+# Every line is one JSON object (engram_cloud.observability.JsonFormatter), tracebacks included.
+# Django's own loggers lose their plain-text handlers and go through the root logger instead;
+# Python's warnings become log records too.
+LOGGING_CONFIG = "engram_cloud.observability.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "engram_cloud.observability.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json"},
+        "null": {"class": "logging.NullHandler"},
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    "loggers": {
+        "django": {"handlers": [], "propagate": True},
+        "py.warnings": {"handlers": [], "propagate": True},
+        "django.request": {"level": "ERROR"},
+        # runserver's access lines repeat the request log, with query strings: dropped.
+        "django.server": {"handlers": ["null"], "propagate": False},
+        # One line per request, whatever LOG_LEVEL says.
+        "engram.requests": {"level": "INFO"},
+    },
 }
+# GET /metrics needs `Authorization: Bearer <token>`; unset = only direct loopback callers.
+ENGRAM_METRICS_TOKEN = env_str("ENGRAM_METRICS_TOKEN")
 
 # --- Production hardening (on whenever DEBUG is off) --------------------------------------------
 if not DEBUG:
@@ -264,5 +300,5 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    # Health probes come over plain HTTP from the load balancer.
-    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+    # Health probes and metric scrapes come over plain HTTP from inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]

@@ -3,6 +3,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView
 
 from engram_cloud import health
+from engram_cloud.observability import metrics_view
+from mcp.views import mcp_endpoint
 
 handler404 = "engram_cloud.errors.handler404"
 handler500 = "engram_cloud.errors.handler500"
@@ -10,11 +12,17 @@ handler500 = "engram_cloud.errors.handler500"
 urlpatterns = [
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
+    # Prometheus scrapes; outside /v1 so the tenant pipeline never sees it.
+    path("metrics", metrics_view, name="metrics"),
     path(
         "v1/openapi.json",
         SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
         name="openapi",
     ),
+    path("v1/mcp", mcp_endpoint, name="mcp"),
+    # The path Engram OSS serves, so a config written for self-hosted Engram works unchanged.
+    path("mcp", mcp_endpoint, name="mcp-engram"),
     path("v1/", include("memories.api.urls")),
+    path("v1/", include("billing.api.urls")),
     path("admin/", admin.site.urls),
 ]

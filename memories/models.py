@@ -131,3 +131,47 @@ class MemoryEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"embedding of memory {self.memory_id} ({self.model})"
+
+
+class EdgeType(models.TextChoices):
+    """Engram's link types between memories."""
+
+    RELATED_TO = "related_to"
+    SUPERSEDES = "supersedes"
+    CONTRADICTS = "contradicts"
+    IMPLEMENTS = "implements"
+    EXTENDS = "extends"
+    REFERENCES = "references"
+    DEPENDS_ON = "depends_on"
+    BLOCKS = "blocks"
+    FOLLOWS_UP = "follows_up"
+
+
+class MemoryLink(models.Model):
+    """A typed, directed edge between two memories of the same tenant (Engram's memory_link).
+
+    Deleting either memory deletes the link (the ORM cascades, as for tags and versions).
+    """
+
+    from_memory = models.ForeignKey(Memory, on_delete=models.CASCADE, related_name="links_out")
+    to_memory = models.ForeignKey(Memory, on_delete=models.CASCADE, related_name="links_in")
+    edge_type = models.CharField(
+        max_length=32, choices=EdgeType.choices, default=EdgeType.RELATED_TO
+    )
+    strength = models.FloatField(default=1.0)
+    source_context = models.TextField(blank=True, default="")
+    pinned = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["from_memory", "to_memory", "edge_type"], name="memorylink_unique"
+            ),
+            models.CheckConstraint(
+                condition=~Q(from_memory=models.F("to_memory")), name="memorylink_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_memory_id} -{self.edge_type}-> {self.to_memory_id}"

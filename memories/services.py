@@ -15,11 +15,19 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, models, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Max, Q
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
-from memories.models import Memory, MemoryTag, MemoryVersion, Tier, content_hash
+from memories.access import access_counter
+from memories.models import (
+    Memory,
+    MemoryLink,
+    MemoryTag,
+    MemoryVersion,
+    Tier,
+    content_hash,
+)
 from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
 from memories.vector_index import store_embeddings
 
@@ -70,13 +78,12 @@ def create_memory(
 
 
 _MEMORY_FIELDS = Memory._meta.concrete_fields
-# Reading a memory is the hottest path of the API: one statement that counts the access and
-# returns the row, instead of an ORM read and an ORM update (bench/api_overhead.py).
-_READ_AND_COUNT_ACCESS_SQL = (
-    f"UPDATE {Memory._meta.db_table} "
-    "SET access_count = access_count + 1, last_accessed_at = %s "
-    "WHERE id = %s AND (expires_at IS NULL OR expires_at > %s) "
-    f"RETURNING {', '.join(field.column for field in _MEMORY_FIELDS)}"
+# Reading a memory is the hottest path of the API: one prepared statement, not an ORM query
+# (bench/api_overhead.py); the access it counts is written later, in batches (access.py).
+_READ_SQL = (
+    f"SELECT {', '.join(field.column for field in _MEMORY_FIELDS)} "
+    f"FROM {Memory._meta.db_table} "
+    "WHERE id = %s AND (expires_at IS NULL OR expires_at > %s)"
 )
 
 
@@ -94,20 +101,17 @@ def _from_column(field: Any, value: Any) -> Any:
 def get_memory(memory_id: int) -> Memory:
     """One live memory, counting the read as an access. Raises Memory.DoesNotExist."""
     connection = connections[DATA_PLANE_ALIAS]
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    now = timezone.now()
     with connection.cursor() as cursor:
-        # Access counts are bookkeeping, not acknowledged writes: they commit without an fsync
-        # (WAL with synchronous=NORMAL stays consistent; a power cut may lose the last counts).
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        try:
-            cursor.execute(_READ_AND_COUNT_ACCESS_SQL, [now, memory_id, now])
-            row = cursor.fetchone()
-        finally:
-            cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(_READ_SQL, [memory_id, connection.ops.adapt_datetimefield_value(now)])
+        row = cursor.fetchone()
     if row is None:
         raise Memory.DoesNotExist(f"memory {memory_id}")
     values = [_from_column(field, value) for field, value in zip(_MEMORY_FIELDS, row, strict=True)]
-    return Memory.from_db(DATA_PLANE_ALIAS, None, values)
+    memory = Memory.from_db(DATA_PLANE_ALIAS, None, values)
+    memory.access_count += access_counter.record(memory.pk, now)
+    memory.last_accessed_at = now
+    return memory
 
 
 def update_memory(memory_id: int, changes: dict[str, Any]) -> Memory:
@@ -249,3 +253,212 @@ def memory_stats() -> dict[str, Any]:
         "by_tier": counts("tier"),
         "storage_bytes": storage_bytes(),
     }
+
+
+# --- What Engram's MCP tools need beyond REST ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngramFilters(MemoryFilters):
+    """The filters of Engram's list and search tools: any of several workspaces or types, and
+    types to leave out (Engram's search skips transcript chunks unless asked)."""
+
+    workspaces: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    exclude_types: tuple[str, ...] = ()
+
+    def apply(self, queryset: Any) -> Any:
+        queryset = super().apply(queryset)
+        if self.workspaces:
+            queryset = queryset.filter(workspace__in=self.workspaces)
+        if self.types:
+            queryset = queryset.filter(type__in=self.types)
+        if self.exclude_types:
+            queryset = queryset.exclude(type__in=self.exclude_types)
+        return queryset
+
+
+ENGRAM_SORT_FIELDS = ("created_at", "updated_at", "last_accessed_at", "importance", "access_count")
+
+
+def list_memories_by_offset(
+    filters: MemoryFilters,
+    *,
+    sort_by: str = "created_at",
+    descending: bool = True,
+    limit: int = 20,
+    offset: int = 0,
+) -> list[Memory]:
+    """Engram's memory_list pages by offset; never-accessed memories sort last either way."""
+    key = F(sort_by).desc(nulls_last=True) if descending else F(sort_by).asc(nulls_last=True)
+    queryset = filters.apply(Memory.objects.live()).order_by(key, "-id" if descending else "id")
+    return list(queryset[offset : offset + limit])
+
+
+def read_memories(memory_ids: Iterable[int]) -> list[Memory]:
+    """Live memories by id, in the order asked (missing ones left out), each read counted as
+    get_memory counts it."""
+    wanted = list(dict.fromkeys(memory_ids))
+    now = timezone.now()
+    found = Memory.objects.live(now).in_bulk(wanted)
+    memories = [found[memory_id] for memory_id in wanted if memory_id in found]
+    for memory in memories:
+        memory.access_count += access_counter.record(memory.pk, now)
+        memory.last_accessed_at = now
+    return memories
+
+
+def live_duplicate(content: str, workspace: str) -> Memory | None:
+    """The oldest live memory of the workspace with exactly this content."""
+    return (
+        Memory.objects.live()
+        .filter(content_hash=content_hash(content), workspace=workspace)
+        .order_by("id")
+        .first()
+    )
+
+
+def create_memories(records: list[dict[str, Any]]) -> list[Memory]:
+    """Create validated memories all together or not at all."""
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        return [create_memory(**fields) for fields in records]
+
+
+def delete_memories(memory_ids: Iterable[int]) -> list[int]:
+    """Delete the live memories among these ids (tags, versions and links with them).
+
+    Returns the ids deleted; ids of no live memory are left alone.
+    """
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        found = list(
+            Memory.objects.live().filter(pk__in=list(memory_ids)).values_list("pk", flat=True)
+        )
+        Memory.objects.filter(pk__in=found).delete()
+    return sorted(found)
+
+
+def memory_versions(memory_id: int) -> tuple[Memory, list[MemoryVersion]]:
+    """A live memory and its previous versions, oldest first. Raises Memory.DoesNotExist."""
+    memory = Memory.objects.live().get(pk=memory_id)
+    return memory, list(MemoryVersion.objects.filter(memory=memory).order_by("version"))
+
+
+def tag_counts() -> list[tuple[str, int]]:
+    """Every tag of a live memory with how many live memories carry it, most used first."""
+    rows = (
+        MemoryTag.objects.filter(memory__in=Memory.objects.live())
+        .values("tag")
+        .annotate(count=Count("id"))
+        .order_by("-count", "tag")
+    )
+    return [(row["tag"], row["count"]) for row in rows]
+
+
+def workspace_summaries() -> list[dict[str, Any]]:
+    """Each workspace holding live memories: how many, and when one last changed."""
+    rows = (
+        Memory.objects.live()
+        .values("workspace")
+        .annotate(memory_count=Count("id"), last_updated_at=Max("updated_at"))
+        .order_by("workspace")
+    )
+    return list(rows)
+
+
+def recent_memories(since: dt.datetime, filters: MemoryFilters, limit: int) -> list[Memory]:
+    """Live memories created or changed since `since`, most recent first."""
+    queryset = filters.apply(Memory.objects.live()).filter(updated_at__gte=since)
+    return list(queryset.order_by("-updated_at", "-id")[:limit])
+
+
+# --- Links ---------------------------------------------------------------------------------------
+
+MAX_RELATED = 200
+
+
+def link_memories(
+    from_id: int,
+    to_id: int,
+    *,
+    edge_type: str,
+    strength: float | None = None,
+    source_context: str | None = None,
+    pinned: bool | None = None,
+) -> MemoryLink:
+    """Link two live memories; linking them again with the same type updates the link.
+
+    Raises ValueError for a link from a memory to itself, Memory.DoesNotExist if either
+    memory is not live.
+    """
+    if from_id == to_id:
+        raise ValueError("A memory cannot be linked to itself.")
+    given = {"strength": strength, "source_context": source_context, "pinned": pinned}
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        live = set(
+            Memory.objects.live().filter(pk__in=[from_id, to_id]).values_list("pk", flat=True)
+        )
+        for memory_id in (from_id, to_id):
+            if memory_id not in live:
+                raise Memory.DoesNotExist(f"memory {memory_id}")
+        link, _ = MemoryLink.objects.update_or_create(
+            from_memory_id=from_id,
+            to_memory_id=to_id,
+            edge_type=edge_type,
+            defaults={name: value for name, value in given.items() if value is not None},
+        )
+    return link
+
+
+def unlink_memories(from_id: int, to_id: int, edge_type: str) -> bool:
+    """Remove the link of this type from one memory to the other; whether there was one."""
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        deleted, _ = MemoryLink.objects.filter(
+            from_memory_id=from_id, to_memory_id=to_id, edge_type=edge_type
+        ).delete()
+    return bool(deleted)
+
+
+@dataclass(frozen=True)
+class RelatedMemory:
+    memory: Memory
+    link: MemoryLink
+    # "outgoing": the link points from the memory nearer the start to this one.
+    direction: str
+    depth: int
+
+
+def related_memories(
+    memory_id: int, *, depth: int = 1, edge_type: str | None = None
+) -> list[RelatedMemory]:
+    """Live memories linked to this one (either direction), breadth first up to `depth` links
+    away, each once, by its strongest link at the nearest depth. At most MAX_RELATED.
+
+    Raises Memory.DoesNotExist if the memory is not live.
+    """
+    now = timezone.now()
+    if not Memory.objects.live(now).filter(pk=memory_id).exists():
+        raise Memory.DoesNotExist(f"memory {memory_id}")
+    seen, frontier, found = {memory_id}, {memory_id}, []
+    for level in range(1, depth + 1):
+        links = MemoryLink.objects.filter(
+            Q(from_memory_id__in=frontier) | Q(to_memory_id__in=frontier)
+        )
+        if edge_type is not None:
+            links = links.filter(edge_type=edge_type)
+        reached = []
+        for link in links.order_by("-strength", "id"):
+            if link.from_memory_id in frontier and link.to_memory_id not in seen:
+                reached.append((link, link.to_memory_id, "outgoing"))
+            elif link.to_memory_id in frontier and link.from_memory_id not in seen:
+                reached.append((link, link.from_memory_id, "incoming"))
+        memories = Memory.objects.live(now).in_bulk({other for _, other, _ in reached})
+        frontier = set()
+        for link, other, direction in reached:
+            if other in seen or other not in memories or len(found) >= MAX_RELATED:
+                continue
+            seen.add(other)
+            frontier.add(other)
+            found.append(RelatedMemory(memories[other], link, direction, level))
+        if not frontier:
+            break
+    return found

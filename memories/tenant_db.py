@@ -78,7 +78,8 @@ def bind_database_file(path: Path) -> Iterator[None]:
 def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
     """Bind the tenant's file for the block; every `memories` query inside goes there."""
     path = tenant_database_path(tenant_id)
-    if not path.exists():
+    already_open = connections[DATA_PLANE_ALIAS].open_path == path
+    if not already_open and not path.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant_id} has no database file.")
     with bind_database_file(path):
         yield

@@ -38,10 +38,20 @@ class TenantRef:
     slug: str
     status: str
     plan_code: str
+    # Staff overrides of the plan's rate limit.
+    rate_limit_per_minute: int | None = None
+    rate_limit_burst: int | None = None
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantRef:
-        return cls(id=tenant.id, slug=tenant.slug, status=tenant.status, plan_code=tenant.plan_id)
+        return cls(
+            id=tenant.id,
+            slug=tenant.slug,
+            status=tenant.status,
+            plan_code=tenant.plan_id,
+            rate_limit_per_minute=tenant.rate_limit_per_minute,
+            rate_limit_burst=tenant.rate_limit_burst,
+        )
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def authenticate(request: HttpRequest) -> Principal:
 # through the ORM costs more than the rest of a memory read (bench/api_overhead.py).
 _KEY_LOOKUP_SQL = (
     "SELECT k.id, k.prefix, k.digest, k.scopes, k.expires_at, k.revoked_at, k.last_used_at, "
-    "t.id, t.slug, t.status, t.plan_id "
+    "t.id, t.slug, t.status, t.plan_id, t.rate_limit_per_minute, t.rate_limit_burst "
     f"FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id "
     "WHERE k.digest = %s"
 )
@@ -111,7 +121,7 @@ def authenticate_api_key(key: str, now: dt.datetime | None = None) -> Principal:
     if row is None or not hmac.compare_digest(row[2], digest):
         raise unauthorized()
     key_id, prefix, _, scopes, expires_at, revoked_at, last_used_at = row[:7]
-    tenant_id, slug, status, plan_code = row[7:]
+    tenant_id, slug, status, plan_code, per_minute, burst = row[7:]
     now = now or timezone.now()
     expires_at = _aware(expires_at)
     if revoked_at is not None or (expires_at is not None and expires_at <= now):
@@ -122,7 +132,12 @@ def authenticate_api_key(key: str, now: dt.datetime | None = None) -> Principal:
     return Principal(
         scopes=frozenset(json.loads(scopes) if isinstance(scopes, str) else scopes),
         tenant=TenantRef(
-            id=uuid.UUID(str(tenant_id)), slug=slug, status=status, plan_code=plan_code
+            id=uuid.UUID(str(tenant_id)),
+            slug=slug,
+            status=status,
+            plan_code=plan_code,
+            rate_limit_per_minute=per_minute,
+            rate_limit_burst=burst,
         ),
         key_id=key_id,
         key_prefix=prefix,

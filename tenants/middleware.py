@@ -1,20 +1,29 @@
-"""The /v1 request pipeline: authenticate, resolve the tenant, check it, bind its database.
+"""The /v1 request pipeline (ARCHITECTURE.md §3): authenticate, resolve the tenant and check
+it, rate limit, check quotas, bind its database, handle, meter.
 
 Runs for every data-plane API path (REST and MCP alike), so both transports share one
-behaviour. Later stages (rate limits, quotas, metering) wrap `get_response` here too.
+behaviour.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from billing import usage
+from billing.plans import rate_limit_for
+from billing.quotas import check_request_quotas
+from billing.ratelimit import Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response
+from engram_cloud.metrics import RATE_LIMITED
+from mcp.jsonrpc import MCP_PATHS, api_error_response
 from memories.tenant_db import TenantDatabaseMissing, bind_tenant_database
 from tenants.authentication import Principal, TenantRef, authenticate
-from tenants.models import RESERVED_SLUGS, Tenant, TenantStatus
+from tenants.models import RESERVED_SLUGS, Membership, Tenant, TenantStatus
+from tenants.permissions import ROLE_SCOPES
 
 TENANT_HEADER = "X-Engram-Tenant"
 PUBLIC_API_PATHS = frozenset({"/v1/openapi.json"})
@@ -60,6 +69,27 @@ def resolve_tenant(request: HttpRequest, principal: Principal) -> TenantRef:
     return TenantRef.of(tenant)
 
 
+def render_error(request: HttpRequest, error: ApiError) -> HttpResponse:
+    """MCP clients read JSON-RPC errors (with Engram's codes); REST clients the error envelope."""
+    if request.path_info in MCP_PATHS:
+        return api_error_response(request, error)
+    return error_response(request, error)
+
+
+def authorize_member(principal: Principal, tenant: TenantRef) -> Principal:
+    """A person (JWT) acts in a tenant with the scopes of their role there, if they belong."""
+    if principal.tenant is not None:
+        return principal
+    role = (
+        Membership.objects.filter(user_id=principal.user_id, tenant_id=tenant.id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    if role is None:
+        raise ApiError(403, "forbidden", "You are not a member of this tenant.")
+    return replace(principal, tenant=tenant, scopes=ROLE_SCOPES[role])
+
+
 def check_tenant_status(tenant: TenantRef) -> None:
     if tenant.status == TenantStatus.SUSPENDED:
         raise ApiError(403, "tenant_suspended", "This tenant is suspended.")
@@ -72,19 +102,59 @@ class TenantApiMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not requires_tenant(request.path_info):
             return self.get_response(request)
+        group = route_group(request.method or "GET", request.path_info)
+        decision: Decision | None = None
+        tenant: TenantRef | None = None
+        handled = False
         try:
             principal = authenticate(request)
             tenant = resolve_tenant(request, principal)
+            principal = authorize_member(principal, tenant)
             check_tenant_status(tenant)
-        except ApiError as error:
-            return error_response(request, error)
-        request.principal = principal
-        request.tenant = tenant
-        try:
+            request.principal, request.tenant = principal, tenant
+            decision = enforce_rate_limit(tenant, group)
+            check_request_quotas(tenant, group)
+            # What the handler adds (searches made, memories created) for metering.
+            request.usage = {"searches": 1 if group == "search" else 0, "memories_created": 0}
+            handled = True
             with bind_tenant_database(tenant.id):
-                return self.get_response(request)
+                response = self.get_response(request)
+        except ApiError as error:
+            response = render_error(request, error)
         except TenantDatabaseMissing:
-            return error_response(
+            response = render_error(
                 request,
                 ApiError(503, "unavailable", "This tenant's data is unavailable right now."),
             )
+        if decision is not None:
+            for name, value in decision.headers().items():
+                response[name] = value
+        if handled and tenant is not None:
+            usage.record(
+                usage.make_event(
+                    request_id=request.request_id,
+                    tenant_id=str(tenant.id),
+                    route=group,
+                    method=request.method or "",
+                    status_code=response.status_code,
+                    **request.usage,
+                )
+            )
+        return response
+
+
+def enforce_rate_limit(tenant: TenantRef, group: str) -> Decision | None:
+    limit = rate_limit_for(tenant)
+    if limit is None:
+        return None
+    decision = take_token(str(tenant.id), group, limit)
+    if not decision.allowed:
+        RATE_LIMITED.inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many {group} requests; retry in {decision.retry_after} s.",
+            headers=decision.headers(),
+            retry_after=decision.retry_after,
+        )
+    return decision

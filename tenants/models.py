@@ -70,6 +70,9 @@ class Tenant(models.Model):
         max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
     )
     plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, default="free")
+    # Staff overrides of the plan's rate limit (null: the plan's).
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_burst = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

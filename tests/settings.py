@@ -10,6 +10,8 @@ os.environ.setdefault("ENGRAM_DATA_DIR", tempfile.mkdtemp(prefix="engram-tests-"
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("ENGRAM_BASE_DOMAIN", "engram.test")
+# Tests flush usage themselves (billing.usage.flush_usage), never from a background thread.
+os.environ.setdefault("ENGRAM_USAGE_FLUSH_SECONDS", "0")
 
 from engram_cloud.settings import *  # noqa: F403
 

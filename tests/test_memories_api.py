@@ -193,3 +193,20 @@ def test_stats_count_by_type_workspace_and_tier_with_plan_limits(alice_api):
     assert stats["plan"]["code"] == "free"
     assert stats["plan"]["limits"]["memories"] == 1000
     assert stats["usage"]["memories"] == 2
+
+
+def test_reads_count_as_accesses_written_in_batches_not_per_read(alice_api, acme, monkeypatch):
+    from memories import access
+
+    memory = create(alice_api)
+    for _ in range(3):
+        alice_api.get(f"/v1/memories/{memory['id']}")
+    with bind_tenant_database(acme.tenant.id):
+        stored = Memory.objects.get(pk=memory["id"])
+        assert (stored.access_count, stored.last_accessed_at) == (0, None)
+    monkeypatch.setattr(access, "FLUSH_SECONDS", 0.0)
+    assert alice_api.get(f"/v1/memories/{memory['id']}").json()["access_count"] == 4
+    with bind_tenant_database(acme.tenant.id):
+        stored = Memory.objects.get(pk=memory["id"])
+        assert stored.access_count == 4
+        assert stored.last_accessed_at is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
+from billing.quotas import require_capacity
 from memories import services
 from memories.api.cursors import decode_cursor, encode_cursor
 from memories.api.serializers import (
@@ -22,6 +24,7 @@ from memories.api.serializers import (
     memory_representation,
 )
 from memories.models import Memory
+from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants.permissions import Scope
 
 
@@ -66,7 +69,10 @@ class MemoryCollectionView(APIView):
     )
     def post(self, request: Request) -> Response:
         fields = _validated(MemoryWriteSerializer, request.data)
-        memory = services.create_memory(**fields)
+        with transaction.atomic(using=DATA_PLANE_ALIAS):
+            require_capacity(request.tenant, adding=1)
+            memory = services.create_memory(**fields)
+        request.usage["memories_created"] += 1
         return Response(memory_representation(memory), status=status.HTTP_201_CREATED)
 
 

@@ -1,0 +1,81 @@
+"""Plan quotas: hard limits answered with 402 `quota_exceeded`, never with a 429.
+
+Monthly API calls and searches are checked on every request from the usage counters
+(billing/usage.py, one cache read each). Stored memories and storage bytes are checked where
+memories are added, inside the write transaction, from a trigger-kept counter in the tenant's
+own database and the size of its file.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connections
+
+from billing.plans import plans
+from billing.usage import month_usage
+from engram_cloud.errors import ApiError
+from engram_cloud.metrics import QUOTA_EXCEEDED
+from memories.services import storage_bytes
+from memories.tenant_db import DATA_PLANE_ALIAS
+from tenants.authentication import TenantRef
+
+
+def quota_exceeded(metric: str, current: int, limit: int) -> ApiError:
+    QUOTA_EXCEEDED.inc()
+    return ApiError(
+        402,
+        "quota_exceeded",
+        f"This workspace has reached its plan's limit of {limit} {metric.replace('_', ' ')}.",
+        metric=metric,
+        current=current,
+        limit=limit,
+        upgrade_url=settings.ENGRAM_UPGRADE_URL,
+    )
+
+
+def check_request_quotas(tenant: TenantRef, group: str) -> None:
+    """Before a request is handled: its monthly API calls, and searches for a search."""
+    plan = plans.get(tenant.plan_code)
+    checks = [("api_calls", plan.max_api_calls_per_month)]
+    if group == "search":
+        checks.append(("searches", plan.max_searches_per_month))
+    for metric, limit in checks:
+        if limit is None:
+            continue
+        current = month_usage(str(tenant.id), metric)
+        if current >= limit:
+            raise quota_exceeded(f"{metric}_per_month", current, limit)
+
+
+def require_search_quota(tenant: TenantRef) -> None:
+    """For transports that only know a call is a search once parsed (MCP's memory_search)."""
+    limit = plans.get(tenant.plan_code).max_searches_per_month
+    if limit is not None:
+        current = month_usage(str(tenant.id), "searches")
+        if current >= limit:
+            raise quota_exceeded("searches_per_month", current, limit)
+
+
+def stored_memories() -> int:
+    """Memories in the bound tenant's database (expired ones included until purged)."""
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute("SELECT value FROM memories_counter WHERE name = 'memories'")
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def require_capacity(tenant: TenantRef, adding: int = 1) -> None:
+    """Before adding memories to the bound tenant: room for them in count and storage.
+
+    Call it inside the write transaction: with BEGIN IMMEDIATE writers are serialised, so
+    two concurrent creates cannot both take the last slot.
+    """
+    plan = plans.get(tenant.plan_code)
+    if plan.max_memories is not None:
+        current = stored_memories()
+        if current + adding > plan.max_memories:
+            raise quota_exceeded("memories", current, plan.max_memories)
+    if plan.max_storage_bytes is not None:
+        used = storage_bytes()
+        if used >= plan.max_storage_bytes:
+            raise quota_exceeded("storage_bytes", used, plan.max_storage_bytes)

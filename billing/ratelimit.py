@@ -1,0 +1,140 @@
+"""Rate limits: a token bucket per tenant and route group.
+
+Each group (reads, writes, search, mcp, portability) has its own bucket, so a burst of
+searches cannot starve writes. A bucket holds up to `burst` tokens and refills at the plan's
+requests per minute (staff may override both per tenant). With REDIS_URL the bucket lives in
+Redis and is updated by one Lua script on Redis's clock, so every worker of every machine
+shares it atomically; without Redis it lives in the process. If Redis fails, requests are
+served (fail open) and `rate_limit_backend_errors_total` counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
+
+logger = logging.getLogger(__name__)
+
+GROUPS = ("reads", "writes", "search", "mcp", "portability")
+
+
+@dataclass(frozen=True)
+class Limit:
+    per_minute: int
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    group: str
+    limit: Limit
+    allowed: bool
+    remaining: int
+    retry_after: int  # seconds until a token is available (0 when allowed)
+
+    def headers(self) -> dict[str, str]:
+        """IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers)."""
+        refill = 0
+        if self.remaining < self.limit.burst:
+            refill = math.ceil((self.limit.burst - self.remaining) / self.limit.per_second)
+        headers = {
+            "RateLimit-Policy": f'"{self.group}";q={self.limit.burst};w=60',
+            "RateLimit": f'"{self.group}";r={self.remaining};t={refill}',
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+def route_group(method: str, path: str) -> str:
+    if path in ("/mcp", "/v1/mcp"):
+        return "mcp"
+    if path.startswith(("/v1/import", "/v1/export")):
+        return "portability"
+    if path.startswith("/v1/search"):
+        return "search"
+    return "reads" if method in ("GET", "HEAD", "OPTIONS") else "writes"
+
+
+# Returns {allowed (0/1), tokens left (string: Lua numbers round-trip badly)}.
+TOKEN_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return {allowed, tostring(tokens)}
+"""
+
+
+class RedisBuckets:
+    def __init__(self) -> None:
+        self._script = None
+
+    def take(self, key: str, limit: Limit) -> tuple[bool, float]:
+        if self._script is None:
+            from django_redis import get_redis_connection
+
+            self._script = get_redis_connection("default").register_script(TOKEN_BUCKET_LUA)
+        allowed, tokens = self._script(keys=[key], args=[limit.per_second, limit.burst])
+        return bool(int(allowed)), float(tokens)
+
+
+class LocalBuckets:
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, limit: Limit) -> tuple[bool, float]:
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (float(limit.burst), now))
+            tokens = min(limit.burst, tokens + (now - at) * limit.per_second)
+            allowed = tokens >= 1
+            if allowed:
+                tokens -= 1
+            self._buckets[key] = (tokens, now)
+        return allowed, tokens
+
+    def clear(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+local_buckets = LocalBuckets()
+redis_buckets = RedisBuckets()
+
+
+def take_token(tenant_id: str, group: str, limit: Limit) -> Decision:
+    key = f"engram:ratelimit:{tenant_id}:{group}"
+    try:
+        buckets = redis_buckets if settings.REDIS_URL else local_buckets
+        allowed, tokens = buckets.take(key, limit)
+    except Exception:
+        # Fail open: a rate limiter outage must not become an API outage.
+        RATE_LIMIT_BACKEND_ERRORS.inc()
+        logger.warning("rate limiter unavailable; serving without a limit", exc_info=True)
+        return Decision(group, limit, allowed=True, remaining=limit.burst, retry_after=0)
+    retry_after = 0 if allowed else math.ceil((1 - tokens) / limit.per_second)
+    return Decision(group, limit, allowed, remaining=int(tokens), retry_after=retry_after)

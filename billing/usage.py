@@ -1,0 +1,296 @@
+"""Usage metering: one event per API request, buffered, flushed in batches, counted once.
+
+A request adds its event to a buffer and writes nothing to the control plane. With REDIS_URL
+the buffer is a Redis list shared by every process and the Celery beat task `flush_usage`
+drains it; if Redis is unreachable, events wait in the process and go to Redis once it
+answers again. Without Redis (the embedded default) the buffer is the process's own and a
+background thread flushes it.
+
+A flush inserts the events with INSERT … ON CONFLICT (request_id) DO NOTHING and adds to the
+daily rollups exactly what was inserted, in one transaction, before removing the batch from
+the buffer: a flush killed half-way is simply run again, and nothing is counted twice.
+
+Monthly counters for quotas (api calls, searches) live in the cache, seeded from the rollups
+when missing, so checking a quota costs one cache read, never a COUNT over usage events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from billing.models import DailyUsage, UsageEvent
+from engram_cloud.metrics import USAGE_FLUSH_FAILURES
+
+logger = logging.getLogger(__name__)
+
+REDIS_KEY = "engram:usage:events"
+FLUSH_LOCK = "engram:usage:flush-lock"
+METRICS = ("api_calls", "searches", "memories_created")
+
+
+def make_event(
+    *,
+    request_id: str,
+    tenant_id: str,
+    route: str,
+    method: str,
+    status_code: int,
+    searches: int = 0,
+    memories_created: int = 0,
+    at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "tenant_id": str(tenant_id),
+        "route": route,
+        "method": method,
+        "status_code": status_code,
+        "api_calls": 1,
+        "searches": searches,
+        "memories_created": memories_created,
+        "created_at": (at or timezone.now()).isoformat(),
+    }
+
+
+# --- Buffers -------------------------------------------------------------------------------------
+
+
+class LocalBuffer:
+    def __init__(self) -> None:
+        self._events: deque[str] = deque()
+        self._lock = threading.Lock()
+
+    def push(self, event: str) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def peek(self, count: int) -> list[str]:
+        with self._lock:
+            return [self._events[i] for i in range(min(count, len(self._events)))]
+
+    def remove(self, count: int) -> None:
+        with self._lock:
+            for _ in range(min(count, len(self._events))):
+                self._events.popleft()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+class RedisBuffer:
+    """A Redis list; events that cannot reach Redis wait in `pending` and are sent first."""
+
+    def __init__(self) -> None:
+        self.pending = LocalBuffer()
+
+    def _redis(self) -> Any:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection("default")
+
+    def push(self, event: str) -> None:
+        try:
+            redis = self._redis()
+            waiting = self.pending.peek(10_000)
+            if waiting:
+                redis.rpush(REDIS_KEY, *waiting)
+                self.pending.remove(len(waiting))
+            redis.rpush(REDIS_KEY, event)
+        except Exception:
+            logger.warning("usage buffer unreachable; keeping the event in the process")
+            self.pending.push(event)
+
+    def peek(self, count: int) -> list[str]:
+        return [item.decode() for item in self._redis().lrange(REDIS_KEY, 0, count - 1)]
+
+    def remove(self, count: int) -> None:
+        self._redis().ltrim(REDIS_KEY, count, -1)
+
+    def __len__(self) -> int:
+        return int(self._redis().llen(REDIS_KEY))
+
+
+local_buffer = LocalBuffer()
+redis_buffer = RedisBuffer()
+
+
+def buffer() -> LocalBuffer | RedisBuffer:
+    return redis_buffer if settings.REDIS_URL else local_buffer
+
+
+def record(event: dict[str, Any]) -> None:
+    """Buffer one request's event and count it towards this month's quotas."""
+    buffer().push(json.dumps(event))
+    count_towards_quotas(event["tenant_id"], event)
+    if not settings.REDIS_URL and settings.ENGRAM_USAGE_FLUSH_SECONDS > 0:
+        background_flusher.ensure_running()
+
+
+# --- Flushing ------------------------------------------------------------------------------------
+
+
+def _insert_new(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert the events not stored yet; returns those that were new."""
+    table = UsageEvent._meta.db_table
+    columns = ["request_id", "tenant_id", "route", "method", "status_code", *METRICS, "created_at"]
+    placeholders = ", ".join(["%s"] * len(columns))
+    inserted = []
+    with connection.cursor() as cursor:
+        for event in events:
+            tenant_id = event["tenant_id"]
+            if connection.vendor == "sqlite":
+                tenant_id = tenant_id.replace("-", "")
+            values = [event[name] for name in columns]
+            values[1] = tenant_id
+            values[-1] = dt.datetime.fromisoformat(event["created_at"])
+            values[-1] = connection.ops.adapt_datetimefield_value(values[-1])
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
+                "ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                values,
+            )
+            if cursor.fetchone() is not None:
+                inserted.append(event)
+    return inserted
+
+
+def _add_to_rollups(events: Sequence[dict[str, Any]]) -> None:
+    totals: dict[tuple[str, dt.date], dict[str, int]] = {}
+    for event in events:
+        day = dt.datetime.fromisoformat(event["created_at"]).astimezone(dt.UTC).date()
+        entry = totals.setdefault((event["tenant_id"], day), dict.fromkeys(METRICS, 0))
+        for name in METRICS:
+            entry[name] += event[name]
+    for (tenant_id, day), amounts in totals.items():
+        rollup, _ = DailyUsage.objects.get_or_create(tenant_id=tenant_id, day=day)
+        DailyUsage.objects.filter(pk=rollup.pk).update(
+            **{name: F(name) + amount for name, amount in amounts.items()}
+        )
+
+
+def flush_usage(batch_size: int = 1000, max_batches: int = 100) -> int:
+    """Move buffered events into UsageEvent and DailyUsage; returns how many were new."""
+    try:
+        if not cache.add(FLUSH_LOCK, "1", timeout=120):
+            return 0  # another flush is running
+    except Exception:
+        USAGE_FLUSH_FAILURES.inc()
+        logger.exception("usage flush lock unavailable; not flushing")
+        return 0
+    stored = 0
+    try:
+        source = buffer()
+        for _ in range(max_batches):
+            try:
+                raw = source.peek(batch_size)
+                if not raw:
+                    break
+                events = [json.loads(item) for item in raw]
+                with transaction.atomic():
+                    new = _insert_new(events)
+                    _add_to_rollups(new)
+            except Exception:
+                USAGE_FLUSH_FAILURES.inc()
+                logger.exception("usage flush failed; the batch stays buffered")
+                break
+            source.remove(len(raw))
+            stored += len(new)
+    finally:
+        with contextlib.suppress(Exception):
+            cache.delete(FLUSH_LOCK)
+    return stored
+
+
+class BackgroundFlusher:
+    """The embedded default's flusher: a daemon thread per process, no broker needed."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="usage")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.ENGRAM_USAGE_FLUSH_SECONDS)
+            try:
+                flush_usage()
+            except Exception:
+                logger.exception("background usage flush failed")
+            finally:
+                from django.db import connections
+
+                connections.close_all()
+
+
+background_flusher = BackgroundFlusher()
+
+
+# --- Monthly counters for quotas -----------------------------------------------------------------
+
+
+def _month_start(now: dt.datetime) -> dt.date:
+    return now.astimezone(dt.UTC).date().replace(day=1)
+
+
+def _counter_key(tenant_id: str, metric: str, now: dt.datetime) -> str:
+    return f"engram:usage:{tenant_id}:{_month_start(now):%Y-%m}:{metric}"
+
+
+def _month_total_from_rollups(tenant_id: str, metric: str, now: dt.datetime) -> int:
+    total = DailyUsage.objects.filter(tenant_id=tenant_id, day__gte=_month_start(now)).aggregate(
+        total=Sum(metric)
+    )["total"]
+    return int(total or 0)
+
+
+def month_usage(tenant_id: str, metric: str, now: dt.datetime | None = None) -> int:
+    """This month's count, from the cache; from the rollups if the cache has none or is down."""
+    now = now or timezone.now()
+    key = _counter_key(str(tenant_id), metric, now)
+    try:
+        value = cache.get(key)
+    except Exception:
+        logger.warning("quota counters unavailable; reading the rollups", exc_info=True)
+        return _month_total_from_rollups(str(tenant_id), metric, now)
+    if value is None:
+        value = _month_total_from_rollups(str(tenant_id), metric, now)
+        with contextlib.suppress(Exception):
+            cache.add(key, value, timeout=40 * 24 * 3600)
+    return int(value)
+
+
+def count_towards_quotas(tenant_id: str, event: dict[str, Any]) -> None:
+    now = dt.datetime.fromisoformat(event["created_at"])
+    for metric in ("api_calls", "searches"):
+        amount = event[metric]
+        if not amount:
+            continue
+        key = _counter_key(str(tenant_id), metric, now)
+        try:
+            cache.incr(key, amount)
+        except ValueError:
+            # Missing (new month, evicted, Redis restarted): seed it from the rollups.
+            month_usage(tenant_id, metric, now)
+            with contextlib.suppress(ValueError):
+                cache.incr(key, amount)
+        except Exception:
+            logger.warning("quota counter unavailable", exc_info=True)

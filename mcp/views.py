@@ -1,0 +1,230 @@
+"""POST /v1/mcp (and /mcp): MCP's Streamable HTTP transport, without sessions or streams.
+
+The request pipeline (tenants.middleware) has already authenticated the caller and bound the
+tenant's database; this view checks what the transport requires (POST, Origin, Accept,
+Content-Type, JSON), tells the two protocol eras apart, answers each message with
+mcp.protocol, and picks the HTTP status the era gives each answer. A client that accepts only
+`text/event-stream` gets its answer as one SSE event; everyone else gets application/json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from mcp import protocol
+from mcp.jsonrpc import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    JsonRpcError,
+    RequestId,
+    dumps,
+    error_message,
+    json_response,
+    result_message,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_MESSAGES = 100
+JSON_TYPES = frozenset({"application/json", "application/*", "*/*"})
+SSE_TYPES = frozenset({"text/event-stream", "text/*"})
+
+Reply = tuple[dict[str, Any] | None, int, dict[str, str]]
+
+
+@csrf_exempt
+def mcp_endpoint(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        # No server-sent stream to GET and no session to DELETE: the spec's answer is 405.
+        return refuse(
+            INVALID_REQUEST, "The MCP endpoint takes POST only.", 405, headers={"Allow": "POST"}
+        )
+    if not origin_allowed(request):
+        return refuse(INVALID_REQUEST, "This Origin may not use the MCP endpoint.", 403)
+    sse = wants_sse(request.headers.get("Accept"))
+    if sse is None:
+        return refuse(INVALID_REQUEST, "Accept application/json or text/event-stream.", 406)
+    if request.body and request.content_type != "application/json":
+        return refuse(INVALID_REQUEST, "Send the message as application/json.", 415)
+    try:
+        body = json.loads(request.body, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return refuse(PARSE_ERROR, "Parse error: the body is not JSON.", 400)
+
+    header_version = request.headers.get("MCP-Protocol-Version")
+    if header_version is not None and header_version not in protocol.SUPPORTED_VERSIONS:
+        return error_reply(None, protocol.unsupported_version(header_version), modern=False)
+    if header_version in protocol.MODERN_VERSIONS or names_modern_version(body):
+        payload, status, headers = answer_modern(request, body)
+    else:
+        payload, status, headers = answer_handshake(
+            request, body, header_version or protocol.ASSUMED_VERSION
+        )
+    if payload is None:
+        return HttpResponse(status=202)
+    if status == 200 and sse:
+        return sse_response(payload)
+    return json_response(payload, status, headers)
+
+
+# --- Transport checks ----------------------------------------------------------------------------
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def allowed_origins() -> set[str]:
+    configured = getattr(settings, "ENGRAM_MCP_ALLOWED_ORIGINS", ())
+    if isinstance(configured, str):
+        configured = configured.split(",")
+    return {origin.strip().lower().rstrip("/") for origin in configured if origin.strip()}
+
+
+def origin_allowed(request: HttpRequest) -> bool:
+    """No Origin (not a browser), the endpoint's own origin, or one allowed by setting.
+
+    A browser page elsewhere must not drive a local or logged-in MCP endpoint (DNS rebinding).
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    own = f"{request.scheme}://{request.get_host()}".lower()
+    return origin == own or origin in allowed_origins()
+
+
+def wants_sse(accept: str | None) -> bool | None:
+    """False for JSON, True for an SSE-only client, None if it accepts neither."""
+    if not accept:
+        return False
+    media_types = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    if media_types & JSON_TYPES:
+        return False
+    if media_types & SSE_TYPES:
+        return True
+    return None
+
+
+def names_modern_version(body: Any) -> bool:
+    """A body carrying the 2026-07-28 envelope: `_meta` names a protocol version."""
+    params = body.get("params") if isinstance(body, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and protocol.PROTOCOL_VERSION_META in meta
+
+
+# --- Answering -----------------------------------------------------------------------------------
+
+
+def answer_handshake(request: HttpRequest, body: Any, version: str) -> Reply:
+    if not isinstance(body, list):
+        return answer_message(request, body, version)
+    if version not in protocol.BATCH_VERSIONS:
+        return rejected(
+            JsonRpcError(
+                INVALID_REQUEST,
+                f"MCP {version} has no JSON-RPC batches (only 2025-03-26 had them).",
+                status=400,
+            )
+        )
+    if not body or len(body) > MAX_BATCH_MESSAGES:
+        return rejected(
+            JsonRpcError(
+                INVALID_REQUEST,
+                f"A batch holds 1 to {MAX_BATCH_MESSAGES} messages.",
+                status=400,
+            )
+        )
+    replies = [
+        reply
+        for item in body
+        if (reply := answer_message(request, item, version, in_batch=True)[0]) is not None
+    ]
+    # Each message of a batch carries its own error; the batch as a whole succeeded.
+    return (replies or None), 200, {}
+
+
+def answer_message(
+    request: HttpRequest, raw: Any, version: str, *, in_batch: bool = False
+) -> Reply:
+    request_id = protocol.request_id_of(raw)
+    try:
+        message = protocol.read_message(raw)
+    except JsonRpcError as error:
+        return rejected(error, request_id)
+    if message is None or message.is_notification:
+        return None, 202, {}
+    if in_batch and message.method == "initialize":
+        return rejected(
+            JsonRpcError(INVALID_REQUEST, "initialize cannot be part of a batch."), request_id
+        )
+    return run(request, message, version)
+
+
+def answer_modern(request: HttpRequest, body: Any) -> Reply:
+    request_id = protocol.request_id_of(body)
+    try:
+        if not isinstance(body, dict):
+            raise JsonRpcError(INVALID_REQUEST, "Send one JSON-RPC message per request.")
+        message = protocol.read_message(body)
+        if message is None:
+            raise JsonRpcError(INVALID_REQUEST, "The server sends no requests to answer.")
+        if message.is_notification:
+            return None, 202, {}
+        version = protocol.modern_version(message, request.headers)
+    except JsonRpcError as error:
+        return rejected(error, request_id, modern=True)
+    return run(request, message, version)
+
+
+def run(request: HttpRequest, message: protocol.Message, version: str) -> Reply:
+    assert message.id is not None
+    exchange = protocol.Exchange(
+        version=version, principal=request.principal, tenant=request.tenant, usage=request.usage
+    )
+    try:
+        result = protocol.answer(exchange, message)
+    except JsonRpcError as error:
+        return rejected(error, message.id, modern=exchange.modern)
+    except Exception:
+        # Nothing about the failure reaches the client; the log has it, with the request id.
+        logger.exception(
+            "MCP %s failed (request %s)", message.method, getattr(request, "request_id", None)
+        )
+        return rejected(protocol.internal_error(), message.id, modern=exchange.modern)
+    return result_message(message.id, result), 200, {}
+
+
+def rejected(
+    error: JsonRpcError, request_id: RequestId | None = None, *, modern: bool = False
+) -> Reply:
+    return error_message(request_id, error), protocol.http_status(error, modern), error.headers
+
+
+# --- Responses -----------------------------------------------------------------------------------
+
+
+def refuse(
+    code: int, message: str, status: int, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    return json_response(error_message(None, JsonRpcError(code, message)), status, headers)
+
+
+def error_reply(request_id: RequestId | None, error: JsonRpcError, *, modern: bool) -> HttpResponse:
+    payload, status, headers = rejected(error, request_id, modern=modern)
+    return json_response(payload, status, headers)
+
+
+def sse_response(payload: dict[str, Any] | list[dict[str, Any]]) -> HttpResponse:
+    """The answer as server-sent events, one per JSON-RPC message, then the stream ends."""
+    messages = payload if isinstance(payload, list) else [payload]
+    events = "".join(f"event: message\ndata: {dumps(message)}\n\n" for message in messages)
+    response = HttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response

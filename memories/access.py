@@ -1,0 +1,71 @@
+"""Counting reads as accesses without a write per read.
+
+A read of a memory counts as an access (Engram's access_count and last_accessed_at). Writing
+that on every read would turn every GET into a write transaction with an fsync, contending
+with real writers. Instead each process gathers counts per tenant and writes them in one
+transaction when a read finds the last flush older than FLUSH_SECONDS. Access counts are
+bookkeeping, not acknowledged writes: a process that dies loses at most its unflushed counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from django.db import connections, transaction
+
+from memories.models import Memory
+from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
+
+FLUSH_SECONDS = 5.0
+
+
+class AccessCounter:
+    def __init__(self) -> None:
+        self._pending: dict[Path, dict[int, list]] = defaultdict(dict)
+        self._flushed_at: dict[Path, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, memory_id: int, when: dt.datetime) -> int:
+        """Count one access of a memory of the bound tenant; returns its unflushed count."""
+        path = current_database_path()
+        assert path is not None, "bind a tenant database first"
+        with self._lock:
+            entry = self._pending[path].setdefault(memory_id, [0, when])
+            entry[0] += 1
+            entry[1] = when
+            count = entry[0]
+            due = time.monotonic() - self._flushed_at.setdefault(path, time.monotonic())
+        if due >= FLUSH_SECONDS:
+            self.flush()
+        return count
+
+    def pending(self, memory_id: int) -> int:
+        path = current_database_path()
+        with self._lock:
+            entry = self._pending.get(path, {}).get(memory_id) if path else None
+        return entry[0] if entry else 0
+
+    def flush(self) -> None:
+        """Write the bound tenant's gathered counts in one transaction."""
+        path = current_database_path()
+        assert path is not None, "bind a tenant database first"
+        with self._lock:
+            counts = self._pending.pop(path, {})
+            self._flushed_at[path] = time.monotonic()
+        if not counts:
+            return
+        connection = connections[DATA_PLANE_ALIAS]
+        adapt = connection.ops.adapt_datetimefield_value
+        with transaction.atomic(using=DATA_PLANE_ALIAS), connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {Memory._meta.db_table} SET access_count = access_count + %s, "
+                "last_accessed_at = max(coalesce(last_accessed_at, ''), %s) WHERE id = %s",
+                [(count, adapt(when), memory_id) for memory_id, (count, when) in counts.items()],
+            )
+
+
+access_counter = AccessCounter()

@@ -1,0 +1,142 @@
+"""The gateway stages of the /v1 pipeline: rate limits (429) and plan quotas (402)."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing.models import Plan
+from billing.plans import plans
+from billing.ratelimit import local_buckets
+from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits():
+    plans.clear()
+    local_buckets.clear()
+    yield
+    plans.clear()
+    local_buckets.clear()
+
+
+def set_plan(code: str = "free", **limits: int | None) -> None:
+    Plan.objects.filter(code=code).update(**limits)
+    plans.clear()
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["error"] == code
+    return body
+
+
+# --- Rate limits ---------------------------------------------------------------------------------
+
+
+def test_a_burst_past_the_bucket_gets_429_with_retry_after(alice_api):
+    set_plan(requests_per_minute=60, burst=3)
+    for _ in range(3):
+        assert alice_api.get("/v1/memories").status_code == 200
+    response = alice_api.get("/v1/memories")
+    body = assert_error(response, 429, "rate_limited")
+    assert int(response["Retry-After"]) >= 1
+    assert body["retry_after"] == int(response["Retry-After"])
+
+
+def test_every_response_says_how_much_of_the_budget_is_left(alice_api):
+    set_plan(requests_per_minute=120, burst=30)
+    response = alice_api.get("/v1/memories")
+    assert response["RateLimit-Policy"] == '"reads";q=30;w=60'
+    assert response["RateLimit"].startswith('"reads";r=29;')
+
+
+def test_route_groups_have_their_own_buckets(alice_api):
+    set_plan(requests_per_minute=60, burst=1)
+    assert alice_api.get("/v1/memories").status_code == 200
+    assert_error(alice_api.get("/v1/memories"), 429, "rate_limited")
+    assert alice_api.post("/v1/memories", {"content": "writes still flow"}).status_code == 201
+    assert alice_api.post("/v1/search", {"query": "flow"}).status_code == 200
+
+
+def test_one_tenant_exhausting_its_bucket_does_not_slow_another(alice_api, bob_api):
+    set_plan(requests_per_minute=60, burst=1)
+    alice_api.get("/v1/memories")
+    assert_error(alice_api.get("/v1/memories"), 429, "rate_limited")
+    assert bob_api.get("/v1/memories").status_code == 200
+
+
+def test_staff_can_override_a_tenants_limit(alice_api, acme):
+    set_plan(requests_per_minute=600, burst=100)
+    acme.tenant.rate_limit_burst = 1
+    acme.tenant.save()
+    alice_api.get("/v1/memories")
+    assert_error(alice_api.get("/v1/memories"), 429, "rate_limited")
+
+
+def test_a_plan_without_a_limit_is_never_rate_limited(alice_api):
+    set_plan(requests_per_minute=None, burst=None)
+    for _ in range(50):
+        response = alice_api.get("/v1/memories")
+        assert response.status_code == 200
+    assert "RateLimit" not in response
+
+
+def test_redis_down_means_requests_are_served_and_counted(alice_api, settings):
+    set_plan(requests_per_minute=60, burst=1)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    from billing import ratelimit
+
+    ratelimit.redis_buckets._script = None
+    before = RATE_LIMIT_BACKEND_ERRORS._value.get()
+    for _ in range(3):
+        assert alice_api.get("/v1/memories").status_code == 200
+    assert RATE_LIMIT_BACKEND_ERRORS._value.get() - before == 3
+    ratelimit.redis_buckets._script = None
+
+
+# --- Quotas --------------------------------------------------------------------------------------
+
+
+def test_the_memories_quota_refuses_the_next_memory_and_stores_nothing(alice_api):
+    set_plan(max_memories=3)
+    ids = [alice_api.post("/v1/memories", {"content": f"m{n}"}).json()["id"] for n in range(3)]
+    body = assert_error(
+        alice_api.post("/v1/memories", {"content": "one too many"}), 402, "quota_exceeded"
+    )
+    assert (body["metric"], body["current"], body["limit"]) == ("memories", 3, 3)
+    assert body["upgrade_url"]
+    assert alice_api.get("/v1/stats").json()["total_memories"] == 3
+    assert alice_api.delete(f"/v1/memories/{ids[0]}").status_code == 204
+    assert alice_api.post("/v1/memories", {"content": "a freed slot"}).status_code == 201
+
+
+def test_the_monthly_api_call_quota_is_a_402_never_a_429(alice_api):
+    set_plan(max_api_calls_per_month=4, requests_per_minute=None, burst=None)
+    for _ in range(4):
+        assert alice_api.get("/v1/memories").status_code == 200
+    body = assert_error(alice_api.get("/v1/memories"), 402, "quota_exceeded")
+    assert (body["metric"], body["current"], body["limit"]) == ("api_calls_per_month", 4, 4)
+
+
+def test_the_monthly_search_quota_stops_searches_but_not_reads(alice_api):
+    set_plan(max_searches_per_month=2)
+    for _ in range(2):
+        assert alice_api.post("/v1/search", {"query": "x"}).status_code == 200
+    body = assert_error(alice_api.post("/v1/search", {"query": "x"}), 402, "quota_exceeded")
+    assert body["metric"] == "searches_per_month"
+    assert alice_api.get("/v1/memories").status_code == 200
+
+
+def test_quotas_are_per_tenant(alice_api, bob_api):
+    set_plan(max_searches_per_month=1)
+    alice_api.post("/v1/search", {"query": "x"})
+    assert_error(alice_api.post("/v1/search", {"query": "x"}), 402, "quota_exceeded")
+    assert bob_api.post("/v1/search", {"query": "x"}).status_code == 200
