@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 from uuid6 import uuid7
 
@@ -33,13 +35,23 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over the limit with 413 before anything parses them."""
+    """Refuse bodies over the limit with 413 before anything parses them.
+
+    A body sent without Content-Length (chunked) is read up to the limit here, so it is
+    refused or served like any other instead of reaching the view as an empty body.
+    """
 
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = body_limit_for(request.path_info)
+        if not request.META.get("CONTENT_LENGTH") and is_chunked(request):
+            body = request.META["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                return too_large(request, limit)
+            request._stream = LimitedStream(io.BytesIO(body), len(body))
+            request.META["CONTENT_LENGTH"] = str(len(body))
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -53,16 +65,24 @@ class BodySizeLimitMiddleware:
                 ),
             )
         if length > limit:
-            return error_response(
-                request,
-                ApiError(
-                    413,
-                    "payload_too_large",
-                    f"The request body is larger than the limit of {limit} bytes.",
-                    limit_bytes=limit,
-                ),
-            )
+            return too_large(request, limit)
         return self.get_response(request)
+
+
+def is_chunked(request: HttpRequest) -> bool:
+    return "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def too_large(request: HttpRequest, limit: int) -> HttpResponse:
+    return error_response(
+        request,
+        ApiError(
+            413,
+            "payload_too_large",
+            f"The request body is larger than the limit of {limit} bytes.",
+            limit_bytes=limit,
+        ),
+    )
 
 
 def body_limit_for(path: str) -> int:

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "tenants",
@@ -98,6 +99,7 @@ MIDDLEWARE = [
     # Right after the request id, so it times (and logs) nearly everything, refusals included.
     "engram_cloud.observability.RequestObservabilityMiddleware",
     "engram_cloud.middleware.BodySizeLimitMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -199,6 +201,22 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = ENGRAM_IMPORT_MAX_BODY_BYTES
 ENGRAM_KEY_ROTATION_GRACE_SECONDS = env_int("ENGRAM_KEY_ROTATION_GRACE_SECONDS", 24 * 3600)
 ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
 
+# --- CORS: browsers may call the API only from the origins configured here ---------------------
+CORS_ALLOWED_ORIGINS = env_list("ENGRAM_CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/(v1/.*|mcp)$"
+CORS_ALLOW_HEADERS = [
+    "authorization",
+    "content-type",
+    "x-api-key",
+    "x-request-id",
+    "x-engram-tenant",
+    "idempotency-key",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+]
+CORS_EXPOSE_HEADERS = ["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After"]
+
 # --- Plans, quotas and usage ----------------------------------------------------------------------
 ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/billing/")
 # The embedded default flushes buffered usage events from each process this often (0: never;
@@ -255,13 +273,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/v1",
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKeyBearer": {"type": "http", "scheme": "bearer"},
-            "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-        }
-    },
-    "SECURITY": [{"ApiKeyBearer": []}, {"ApiKeyHeader": []}],
+    "ENUM_NAME_OVERRIDES": {"MemoryType": "memories.models.MemoryType"},
 }
 
 # --- Logging and metrics ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 
 from engram_cloud.errors import ApiError, unauthorized
@@ -185,3 +186,16 @@ class PrincipalAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Any) -> str:
         return "Bearer"
+
+
+class PrincipalAuthenticationScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI document describes the credentials PrincipalAuthentication accepts."""
+
+    target_class = PrincipalAuthentication
+    name = ["ApiKeyBearer", "ApiKeyHeader"]
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, str]]:
+        return [
+            {"type": "http", "scheme": "bearer", "description": "An API key (ek_live_…) or a JWT."},
+            {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        ]

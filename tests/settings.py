@@ -14,4 +14,3 @@ os.environ.setdefault("ENGRAM_BASE_DOMAIN", "engram.test")
 os.environ.setdefault("ENGRAM_USAGE_FLUSH_SECONDS", "0")
 
 from engram_cloud.settings import *  # noqa: F403
-
