@@ -89,6 +89,26 @@ def result_message(request_id: RequestId, result: dict[str, Any]) -> dict[str, A
     return {"jsonrpc": JSONRPC_VERSION, "id": request_id, "result": result}
 
 
+_NAMES = {
+    PARSE_ERROR: "parse_error",
+    INVALID_REQUEST: "invalid_request",
+    METHOD_NOT_FOUND: "method_not_found",
+    INVALID_PARAMS: "invalid_params",
+    INTERNAL_ERROR: "internal_error",
+    HEADER_MISMATCH: "header_mismatch",
+    UNSUPPORTED_PROTOCOL_VERSION: "unsupported_protocol_version",
+}
+
+
+def error_name(error: dict[str, Any]) -> str:
+    """What the request log and metrics record for a JSON-RPC error: the pipeline's own code
+    when the error came from there (quota_exceeded, forbidden), else the JSON-RPC one's name."""
+    data = error.get("data")
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return _NAMES.get(error["code"], f"jsonrpc_{error['code']}")
+
+
 def from_api_error(error: ApiError, request: HttpRequest | None = None) -> JsonRpcError:
     """The pipeline's error (ARCHITECTURE.md §4) as a JSON-RPC error with the same HTTP status.
 

@@ -115,6 +115,8 @@ def tool(
     def register(handler: Handler) -> Handler:
         if name in TOOLS:
             raise RuntimeError(f"tool {name} is registered twice")
+        if scope is not None and hint is not Hint.READ_ONLY:
+            raise RuntimeError(f"tool {name} changes memories: it needs {Scope.MEMORIES_WRITE}")
         TOOLS[name] = Tool(
             name=name,
             description=description,

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from engram_cloud.errors import note_error
 from mcp import protocol
 from mcp.jsonrpc import (
     INVALID_REQUEST,
@@ -25,6 +26,7 @@ from mcp.jsonrpc import (
     RequestId,
     dumps,
     error_message,
+    error_name,
     json_response,
     result_message,
 )
@@ -35,42 +37,44 @@ MAX_BATCH_MESSAGES = 100
 JSON_TYPES = frozenset({"application/json", "application/*", "*/*"})
 SSE_TYPES = frozenset({"text/event-stream", "text/*"})
 
-Reply = tuple[dict[str, Any] | None, int, dict[str, str]]
+# What answers a POST: the JSON-RPC reply (a list for a batch; None: nothing, 202), the HTTP
+# status and headers.
+Reply = tuple[dict[str, Any] | list[dict[str, Any]] | None, int, dict[str, str]]
 
 
 @csrf_exempt
 def mcp_endpoint(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        # No server-sent stream to GET and no session to DELETE: the spec's answer is 405.
-        return refuse(
-            INVALID_REQUEST, "The MCP endpoint takes POST only.", 405, headers={"Allow": "POST"}
-        )
-    if not origin_allowed(request):
-        return refuse(INVALID_REQUEST, "This Origin may not use the MCP endpoint.", 403)
     sse = wants_sse(request.headers.get("Accept"))
-    if sse is None:
-        return refuse(INVALID_REQUEST, "Accept application/json or text/event-stream.", 406)
-    if request.body and request.content_type != "application/json":
-        return refuse(INVALID_REQUEST, "Send the message as application/json.", 415)
-    try:
-        body = json.loads(request.body, parse_constant=_no_constants)
-    except (ValueError, RecursionError):
-        return refuse(PARSE_ERROR, "Parse error: the body is not JSON.", 400)
-
-    header_version = request.headers.get("MCP-Protocol-Version")
-    if header_version is not None and header_version not in protocol.SUPPORTED_VERSIONS:
-        return error_reply(None, protocol.unsupported_version(header_version), modern=False)
-    if header_version in protocol.MODERN_VERSIONS or names_modern_version(body):
-        payload, status, headers = answer_modern(request, body)
-    else:
-        payload, status, headers = answer_handshake(
-            request, body, header_version or protocol.ASSUMED_VERSION
-        )
+    payload, status, headers = handle(request, sse)
     if payload is None:
         return HttpResponse(status=202)
+    if isinstance(payload, dict) and "error" in payload:
+        note_error(request, error_name(payload["error"]))
     if status == 200 and sse:
         return sse_response(payload)
     return json_response(payload, status, headers)
+
+
+def handle(request: HttpRequest, sse: bool | None) -> Reply:
+    if request.method != "POST":
+        # No server-sent stream to GET and no session to DELETE: the spec's answer is 405.
+        return refused(INVALID_REQUEST, "The MCP endpoint takes POST only.", 405, {"Allow": "POST"})
+    if not origin_allowed(request):
+        return refused(INVALID_REQUEST, "This Origin may not use the MCP endpoint.", 403)
+    if sse is None:
+        return refused(INVALID_REQUEST, "Accept application/json or text/event-stream.", 406)
+    if request.body and request.content_type != "application/json":
+        return refused(INVALID_REQUEST, "Send the message as application/json.", 415)
+    try:
+        body = json.loads(request.body, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return refused(PARSE_ERROR, "Parse error: the body is not JSON.", 400)
+    header_version = request.headers.get("MCP-Protocol-Version")
+    if header_version is not None and header_version not in protocol.SUPPORTED_VERSIONS:
+        return rejected(protocol.unsupported_version(header_version))
+    if header_version in protocol.MODERN_VERSIONS or names_modern_version(body):
+        return answer_modern(request, body)
+    return answer_handshake(request, body, header_version or protocol.ASSUMED_VERSION)
 
 
 # --- Transport checks ----------------------------------------------------------------------------
@@ -81,16 +85,19 @@ def _no_constants(name: str) -> Any:
 
 
 def allowed_origins() -> set[str]:
-    configured = getattr(settings, "ENGRAM_MCP_ALLOWED_ORIGINS", ())
-    if isinstance(configured, str):
-        configured = configured.split(",")
+    """Origins allowed to call the API from a browser (CORS), and any allowed for MCP only."""
+    extra = getattr(settings, "ENGRAM_MCP_ALLOWED_ORIGINS", ())
+    if isinstance(extra, str):
+        extra = extra.split(",")
+    configured = [*settings.CORS_ALLOWED_ORIGINS, *extra]
     return {origin.strip().lower().rstrip("/") for origin in configured if origin.strip()}
 
 
 def origin_allowed(request: HttpRequest) -> bool:
     """No Origin (not a browser), the endpoint's own origin, or one allowed by setting.
 
-    A browser page elsewhere must not drive a local or logged-in MCP endpoint (DNS rebinding).
+    A page elsewhere must not drive the endpoint from a user's browser (DNS rebinding): MCP
+    asks servers to refuse such an Origin with 403, whatever CORS would let the browser read.
     """
     origin = request.headers.get("Origin")
     if origin is None:
@@ -210,15 +217,9 @@ def rejected(
 # --- Responses -----------------------------------------------------------------------------------
 
 
-def refuse(
-    code: int, message: str, status: int, headers: dict[str, str] | None = None
-) -> HttpResponse:
-    return json_response(error_message(None, JsonRpcError(code, message)), status, headers)
-
-
-def error_reply(request_id: RequestId | None, error: JsonRpcError, *, modern: bool) -> HttpResponse:
-    payload, status, headers = rejected(error, request_id, modern=modern)
-    return json_response(payload, status, headers)
+def refused(code: int, message: str, status: int, headers: dict[str, str] | None = None) -> Reply:
+    """A refusal by the transport, before any message was read."""
+    return error_message(None, JsonRpcError(code, message)), status, headers or {}
 
 
 def sse_response(payload: dict[str, Any] | list[dict[str, Any]]) -> HttpResponse:

@@ -383,8 +383,10 @@ def test_the_endpoints_own_origin_is_allowed(alice):
 
 
 def test_origins_allowed_by_setting_are_allowed(alice, settings):
-    settings.ENGRAM_MCP_ALLOWED_ORIGINS = "https://app.example, https://ide.example"
-    assert alice.send("tools/list", Origin="https://ide.example").status_code == 200
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    settings.ENGRAM_MCP_ALLOWED_ORIGINS = "https://ide.example, https://other.example"
+    for origin in ("https://app.example", "https://ide.example", "https://other.example"):
+        assert alice.send("tools/list", Origin=origin).status_code == 200
     assert alice.send("tools/list", Origin="https://evil.example").status_code == 403
 
 
@@ -732,3 +734,28 @@ def test_reading_a_resource_that_does_not_exist_is_invalid_params(alice, uri):
 
 def test_reading_a_resource_without_a_uri_is_invalid_params(alice):
     assert alice.error("resources/read", {})[1]["code"] == -32602
+
+
+# --- Observability -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"name": "memory_teleport"}, "invalid_params"),
+        ({"name": "memory_create", "arguments": {"content": "x"}}, None),
+        ({"name": "memory_get", "arguments": {"id": 99}}, None),
+    ],
+)
+def test_the_request_log_names_the_error_an_mcp_request_ended_with(alice, params, name):
+    """A tool's own failure (isError) is a successful request; protocol errors are named."""
+    response = alice.send("tools/call", params)
+    assert getattr(response.wsgi_request, "error_code", None) == name
+
+
+def test_the_request_log_names_pipeline_and_transport_refusals(acme):
+    assert post(rpc("ping")).wsgi_request.error_code == "unauthorized"
+    assert post("{", acme.key).wsgi_request.error_code == "parse_error"
+    reader = acme.issue_key(scopes=[Scope.MEMORIES_READ])
+    call = rpc("tools/call", {"name": "memory_delete", "arguments": {"id": 1}})
+    assert post(call, reader).wsgi_request.error_code == "forbidden"

@@ -5,17 +5,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 
 import jsonschema
 import pytest
 from django.utils import timezone
 
+from billing import usage
+from billing.models import Plan, UsageEvent
+from billing.plans import plans
 from mcp import schema, tools
 from mcp.protocol import TOOLS
 from memories.access import access_counter
 from memories.models import Memory, MemoryLink
 from memories.tenant_db import bind_tenant_database
 from tests.test_mcp_protocol import MODERN, Mcp, post, rpc
+
+
+@pytest.fixture(autouse=True)
+def fresh_plans_and_usage():
+    """Plans are cached per process and usage buffered: neither may carry over between tests."""
+    plans.clear()
+    usage.local_buffer.remove(len(usage.local_buffer))
+    yield
+    plans.clear()
+    usage.local_buffer.remove(len(usage.local_buffer))
 
 
 @pytest.fixture
@@ -724,9 +738,7 @@ def test_memory_import_reports_bad_records_and_imports_the_rest(alice):
 
 
 def test_an_import_over_the_plans_memory_limit_is_quota_exceeded(acme, alice):
-    from billing.models import Plan
-
-    Plan.objects.filter(code=acme.tenant.plan_id).update(max_memories=1)
+    set_plan(max_memories=1)
     data = {"version": "1.0", "memories": [{"content": "a"}, {"content": "b"}]}
     response = post(
         rpc("tools/call", {"name": "memory_import", "arguments": {"data": data}}),
@@ -744,3 +756,105 @@ def test_tool_results_are_engrams_json_text(alice):
     result = alice.call_result("memory_create", {"content": "json text"})
     assert [item["type"] for item in result["content"]] == ["text"]
     assert json.loads(result["content"][0]["text"])["content"] == "json text"
+
+
+# --- Metering and quotas, as REST ----------------------------------------------------------------
+
+
+def set_plan(code: str = "free", **limits: int | None) -> None:
+    Plan.objects.filter(code=code).update(**limits)
+    plans.clear()
+
+
+def metered(client: Mcp, params: dict, version: str = "2025-11-25", **headers: str):
+    """The usage event of one MCP request."""
+    request_id = f"req-{uuid.uuid4()}"
+    response = client.send("tools/call", params, **{"X-Request-Id": request_id}, **headers)
+    assert response.status_code == 200, response.content
+    usage.flush_usage()
+    return UsageEvent.objects.get(request_id=request_id)
+
+
+def test_a_memory_search_is_metered_as_a_search(alice):
+    event = metered(alice, {"name": "memory_search", "arguments": {"query": "x"}})
+    assert (event.route, event.api_calls, event.searches, event.memories_created) == (
+        "mcp",
+        1,
+        1,
+        0,
+    )
+    assert (
+        metered(alice, {"name": "memory_search_compact", "arguments": {"query": "x"}}).searches == 1
+    )
+    assert metered(alice, {"name": "memory_list", "arguments": {}}).searches == 0
+
+
+def test_created_memories_are_metered(alice):
+    one = {"name": "memory_create", "arguments": {"content": "one"}}
+    assert metered(alice, one).memories_created == 1
+    skipped = {"name": "memory_create", "arguments": {"content": "one", "dedup_mode": "skip"}}
+    assert metered(alice, skipped).memories_created == 0
+    batch = {
+        "name": "memory_create_batch",
+        "arguments": {"memories": [{"content": "a"}, {"content": "b"}]},
+    }
+    assert metered(alice, batch).memories_created == 2
+    data = {"version": "1.0", "memories": [{"content": "c"}, {"content": "a"}]}
+    assert (
+        metered(alice, {"name": "memory_import", "arguments": {"data": data}}).memories_created == 1
+    )
+
+
+def test_every_search_of_a_batch_is_metered(acme):
+    batch = [
+        rpc("tools/call", {"name": "memory_search", "arguments": {"query": "x"}}, n)
+        for n in range(3)
+    ]
+    request_id = f"req-{uuid.uuid4()}"
+    headers = {"MCP-Protocol-Version": "2025-03-26", "X-Request-Id": request_id}
+    assert post(batch, acme.key, **headers).status_code == 200
+    usage.flush_usage()
+    assert UsageEvent.objects.get(request_id=request_id).searches == 3
+
+
+def test_the_monthly_search_quota_stops_memory_search_but_not_reads(alice):
+    set_plan(max_searches_per_month=1)
+    alice.call("memory_search", query="x")
+    response = alice.send("tools/call", {"name": "memory_search", "arguments": {"query": "x"}})
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert (error["code"], error["data"]["metric"]) == (-32004, "searches_per_month")
+    alice.call("memory_list")
+
+
+def test_the_plans_memory_limit_holds_for_creates_and_batches(acme, alice):
+    set_plan(max_memories=2)
+    create(alice, "one")
+    batch = {
+        "name": "memory_create_batch",
+        "arguments": {"memories": [{"content": "a"}, {"content": "b"}]},
+    }
+    response = alice.send("tools/call", batch)
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert (error["code"], error["data"]["metric"], error["data"]["limit"]) == (
+        -32004,
+        "memories",
+        2,
+    )
+    assert in_tenant(acme, Memory.objects.count) == 1
+    create(alice, "two")
+    response = alice.send(
+        "tools/call", {"name": "memory_create", "arguments": {"content": "three"}}
+    )
+    assert response.json()["error"]["code"] == -32004
+
+
+def test_the_rate_limit_answers_mcp_clients_with_engrams_code(alice):
+    set_plan(requests_per_minute=60, burst=2)
+    for _ in range(2):
+        assert alice.send("ping").status_code == 200
+    response = alice.send("ping")
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == -32005
+    assert int(response["Retry-After"]) >= 1
