@@ -6,6 +6,7 @@ charlie is the outsider who belongs to neither.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import pytest
 from django.db import connections
 from django.test import Client
 
+from billing.models import Plan
+from billing.plans import plans
 from memories.db_backend.base import DatabaseWrapper as DataPlaneWrapper
 from memories.provisioning import ensure_template, template_path
 from memories.tenant_db import DATA_PLANE_ALIAS
@@ -46,6 +49,7 @@ def data_dir(tmp_path: Path, settings: Any, template_dir: Path) -> Path:
     (root / "tenants").mkdir(parents=True)
     shutil.copytree(template_dir, root / "templates")
     settings.ENGRAM_DATA_DIR = root
+    plans.clear()  # a plan cached by an earlier test may have been changed by it
     yield root
     connections[DATA_PLANE_ALIAS].close()
 
@@ -130,7 +134,17 @@ class TenantFixture:
         return secret
 
 
+def ensure_plans() -> None:
+    """The plans are data from a migration; a transactional test's flush removes them."""
+    if not Plan.objects.exists():
+        seed = importlib.import_module("billing.migrations.0002_seed_plans")
+        for plan in seed.PLANS:
+            Plan.objects.update_or_create(code=plan["code"], defaults=plan)
+    plans.clear()
+
+
 def make_tenant(slug: str, owner_email: str, plan: str = "free") -> TenantFixture:
+    ensure_plans()
     owner = services.get_or_create_user(owner_email)
     tenant = services.provision_tenant(slug=slug, owner=owner, plan=plan)
     api_key, secret = services.create_api_key(tenant=tenant, name="primary", created_by=owner)
