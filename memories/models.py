@@ -175,3 +175,24 @@ class MemoryLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_memory_id} -{self.edge_type}-> {self.to_memory_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """An `Idempotency-Key` of POST /v1/memories or POST /v1/import (memories/idempotency.py).
+
+    Pending (status_code null) while the first request with the key runs; then its response,
+    stored in the transaction that wrote what the response describes, replayed for 24 hours.
+    """
+
+    key = models.CharField(max_length=255, unique=True)
+    # sha256 of the method, path, query and canonical body of the first request.
+    request_fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+    def __str__(self) -> str:
+        return f"idempotency key {self.key!r}"

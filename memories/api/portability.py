@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from billing.models import Plan
 from engram_cloud.errors import ApiError
 from engram_cloud.parsers import BoundedJSONParser
-from memories import portability
+from memories import idempotency, portability
 from memories.api.fields import StrictSerializer
 from memories.api.serializers import workspace_validator
 from memories.api.views import _validated
@@ -94,7 +94,7 @@ class ImportView(APIView):
     parser_classes = [BoundedJSONParser, MultiPartParser]
 
     @extend_schema(
-        parameters=[ImportOptionsSerializer],
+        parameters=[ImportOptionsSerializer, idempotency.OPENAPI_PARAMETER],
         request={
             "application/json": OpenApiTypes.OBJECT,
             "multipart/form-data": inline_serializer(
@@ -121,26 +121,31 @@ class ImportView(APIView):
         source, form = self._source(request)
         options = _validated(ImportOptionsSerializer, {**request.query_params.dict(), **form})
         plan = Plan.objects.get(code=request.tenant.plan_code)
-        try:
-            result = portability.import_memories(
-                portability.read_export_file(source),
-                skip_duplicates=options["skip_duplicates"],
-                max_memories=plan.max_memories,
-            )
-        except portability.ExportFileError as error:
-            raise _file_error(error) from None
-        except portability.ImportQuotaExceeded as error:
-            raise ApiError(
-                402,
-                "quota_exceeded",
-                str(error),
-                metric="memories",
-                current=error.current,
-                limit=error.limit,
-                importing=error.importing,
-                upgrade_url=UPGRADE_URL,
-            ) from None
-        return Response(result.as_dict())
+        with idempotency.idempotent(request, stream=source, fields=form) as idempotent:
+            if idempotent.replay is not None:
+                return idempotent.replay  # imports nothing
+            try:
+                result = portability.import_memories(
+                    portability.read_export_file(idempotent.stream),
+                    skip_duplicates=options["skip_duplicates"],
+                    max_memories=plan.max_memories,
+                )
+            except portability.ExportFileError as error:
+                raise _file_error(error) from None
+            except portability.ImportQuotaExceeded as error:
+                raise ApiError(
+                    402,
+                    "quota_exceeded",
+                    str(error),
+                    metric="memories",
+                    current=error.current,
+                    limit=error.limit,
+                    importing=error.importing,
+                    upgrade_url=UPGRADE_URL,
+                ) from None
+            # The batches committed on their own; the key's record follows in one short
+            # transaction (memories/idempotency.py).
+            return idempotent.complete(Response(result.as_dict()))
 
     def _source(self, request: Request) -> tuple[IO[bytes], dict[str, Any]]:
         """The file to read and the form's options. A JSON body is read from the request

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from billing.models import Plan
 from billing.quotas import require_capacity
-from memories import services
+from memories import idempotency, services
 from memories.api.cursors import decode_cursor, encode_cursor
 from memories.api.serializers import (
     MemoryListQuerySerializer,
@@ -63,17 +63,25 @@ class MemoryCollectionView(APIView):
         )
 
     @extend_schema(
+        parameters=[idempotency.OPENAPI_PARAMETER],
         request=MemoryWriteSerializer,
         responses={201: MemorySerializer},
         operation_id="memories_create",
     )
     def post(self, request: Request) -> Response:
-        fields = _validated(MemoryWriteSerializer, request.data)
-        with transaction.atomic(using=DATA_PLANE_ALIAS):
-            require_capacity(request.tenant, adding=1)
-            memory = services.create_memory(**fields)
+        with idempotency.idempotent(request) as idempotent:
+            if idempotent.replay is not None:
+                return idempotent.replay
+            fields = _validated(MemoryWriteSerializer, request.data)
+            with transaction.atomic(using=DATA_PLANE_ALIAS):
+                require_capacity(request.tenant, adding=1)
+                memory = services.create_memory(**fields)
+                # The key's record is stored in the transaction that stores the memory.
+                response = idempotent.complete(
+                    Response(memory_representation(memory), status=status.HTTP_201_CREATED)
+                )
         request.usage["memories_created"] += 1
-        return Response(memory_representation(memory), status=status.HTTP_201_CREATED)
+        return response
 
 
 MEMORY_ID = OpenApiParameter("memory_id", int, OpenApiParameter.PATH)
