@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from billing.models import DailyUsage, UsageEvent
 from engram_cloud.metrics import USAGE_FLUSH_FAILURES
+from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,15 @@ def record(event: dict[str, Any]) -> None:
 
 
 def _insert_new(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert the events not stored yet; returns those that were new."""
+    """Insert the events not stored yet; returns those that were new.
+
+    Events of a tenant deleted since (its rows cascade away) are dropped, not retried forever.
+    """
+    tenant_ids = {event["tenant_id"] for event in events}
+    existing = {
+        str(pk) for pk in Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", flat=True)
+    }
+    events = [event for event in events if event["tenant_id"] in existing]
     table = UsageEvent._meta.db_table
     columns = ["request_id", "tenant_id", "route", "method", "status_code", *METRICS, "created_at"]
     placeholders = ", ".join(["%s"] * len(columns))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,19 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory, django_db_blocker: An
 
 
 @pytest.fixture(autouse=True)
+def usage_buffer_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test meters into its own buffer: the Redis one is shared by every process."""
+    from billing import usage
+
+    key = f"engram:test:{uuid.uuid4()}"
+    monkeypatch.setattr(usage, "REDIS_KEY", f"{key}:usage")
+    monkeypatch.setattr(usage, "FLUSH_LOCK", f"{key}:flush-lock")
+    monkeypatch.setattr(usage, "local_buffer", usage.LocalBuffer())
+    monkeypatch.setattr(usage.redis_buffer, "pending", usage.LocalBuffer())
+    yield
+
+
+@pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, settings: Any, template_dir: Path) -> Path:
     """Each test gets its own ENGRAM_DATA_DIR: tenant files never leak between tests."""
     root = tmp_path / "data"
@@ -72,6 +86,7 @@ def _data_plane_outside_django_guard(
         yield
         return
     request.getfixturevalue("_django_db_helper")
+    ensure_plans()
     connection = connections[DATA_PLANE_ALIAS]
     guards = {
         name: connection.__dict__.pop(name)
@@ -144,7 +159,6 @@ def ensure_plans() -> None:
 
 
 def make_tenant(slug: str, owner_email: str, plan: str = "free") -> TenantFixture:
-    ensure_plans()
     owner = services.get_or_create_user(owner_email)
     tenant = services.provision_tenant(slug=slug, owner=owner, plan=plan)
     api_key, secret = services.create_api_key(tenant=tenant, name="primary", created_by=owner)

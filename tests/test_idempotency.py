@@ -263,11 +263,11 @@ def test_a_write_rolled_back_after_its_record_was_stored_leaves_the_key_free(
         real_complete(self, response)
         raise ApiError(503, "unavailable", "The commit failed.")
 
-    monkeypatch.setattr(idempotency.Idempotency, "complete", complete_then_fail)
-    assert_error(post(alice_api, {"content": "x"}), 503, "unavailable")
+    with monkeypatch.context() as patch:
+        patch.setattr(idempotency.Idempotency, "complete", complete_then_fail)
+        assert_error(post(alice_api, {"content": "x"}), 503, "unavailable")
     assert memories_of(acme) == []
     assert records_of(acme) == []
-    monkeypatch.undo()
     retried = post(alice_api, {"content": "x"})
     assert retried.status_code == 201
     assert not replayed(retried)

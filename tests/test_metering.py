@@ -13,13 +13,6 @@ from billing.models import DailyUsage, UsageEvent
 from tests.conftest import ApiClient
 
 
-@pytest.fixture(autouse=True)
-def empty_buffer():
-    usage.local_buffer.remove(len(usage.local_buffer))
-    yield
-    usage.local_buffer.remove(len(usage.local_buffer))
-
-
 def request_id() -> str:
     return f"req-{uuid.uuid4()}"
 
@@ -57,10 +50,10 @@ def test_each_request_is_one_event_with_the_right_counters(alice_api, acme):
 
 def test_a_repeated_flush_counts_nothing_twice(alice_api, acme):
     make_requests(alice_api, 6)
-    raw = usage.local_buffer.peek(100)
+    raw = usage.buffer().peek(100)
     usage.flush_usage()
     for item in raw:  # the same events buffered again, as after a crash before removal
-        usage.local_buffer.push(item)
+        usage.buffer().push(item)
     assert usage.flush_usage() == 0
     assert UsageEvent.objects.count() == 6
     assert totals(acme.tenant)["api_calls"] == 6
@@ -74,10 +67,10 @@ def test_a_flush_killed_after_writing_loses_nothing_and_the_rerun_counts_once(
     def killed(count: int) -> None:
         raise SystemExit("flusher killed between commit and buffer removal")
 
-    monkeypatch.setattr(usage.local_buffer, "remove", killed)
-    with pytest.raises(SystemExit):
-        usage.flush_usage()
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(usage.buffer(), "remove", killed)
+        with pytest.raises(SystemExit):
+            usage.flush_usage()
     make_requests(alice_api, 4)
     usage.flush_usage()
     assert UsageEvent.objects.count() == 9
@@ -86,11 +79,11 @@ def test_a_flush_killed_after_writing_loses_nothing_and_the_rerun_counts_once(
 
 def test_a_failed_flush_keeps_the_batch(alice_api, acme, monkeypatch):
     make_requests(alice_api, 3)
-    monkeypatch.setattr(usage, "_add_to_rollups", lambda events: 1 / 0)
-    assert usage.flush_usage() == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(usage, "_add_to_rollups", lambda events: 1 / 0)
+        assert usage.flush_usage() == 0
     assert UsageEvent.objects.count() == 0  # the transaction rolled back
-    assert len(usage.local_buffer) == 3
-    monkeypatch.undo()
+    assert len(usage.buffer()) == 3
     assert usage.flush_usage() == 3
 
 
