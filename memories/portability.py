@@ -46,7 +46,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from memories.api.fields import StrictIntegerField
+from memories.api.fields import StrictFloatField, StrictIntegerField
 from memories.api.serializers import (
     MAX_CONTENT_CHARS,
     MAX_METADATA_BYTES,
@@ -58,7 +58,16 @@ from memories.api.serializers import (
     json_depth,
     workspace_validator,
 )
-from memories.models import Memory, MemoryTag, MemoryType, MemoryVersion, Tier, content_hash
+from memories.models import (
+    EdgeType,
+    Memory,
+    MemoryLink,
+    MemoryTag,
+    MemoryType,
+    MemoryVersion,
+    Tier,
+    content_hash,
+)
 from memories.services import expiry_for
 from memories.tenant_db import DATA_PLANE_ALIAS
 from memories.vector_index import store_embeddings
@@ -110,7 +119,20 @@ def version_record(version: MemoryVersion) -> dict[str, Any]:
     }
 
 
-def export_record(memory: Memory, versions: Iterable[MemoryVersion] = ()) -> dict[str, Any]:
+def link_record(link: MemoryLink) -> dict[str, Any]:
+    return {
+        "to_id": link.to_memory_id,
+        "edge_type": link.edge_type,
+        "strength": link.strength,
+        "source_context": link.source_context,
+        "pinned": link.pinned,
+        "created_at": iso(link.created_at),
+    }
+
+
+def export_record(
+    memory: Memory, versions: Iterable[MemoryVersion] = (), links: Iterable[MemoryLink] = ()
+) -> dict[str, Any]:
     """One memory as the export file holds it: Engram's fields first, then Engram Cloud's."""
     return {
         "id": memory.pk,
@@ -129,7 +151,7 @@ def export_record(memory: Memory, versions: Iterable[MemoryVersion] = ()) -> dic
         "access_count": memory.access_count,
         "last_accessed_at": iso(memory.last_accessed_at),
         "versions": [version_record(version) for version in versions],
-        "links": [],
+        "links": [link_record(link) for link in links],
     }
 
 
@@ -139,6 +161,18 @@ def _versions_by_memory(memories: list[Memory]) -> dict[int, list[MemoryVersion]
     for version in rows.order_by("memory_id", "version"):
         versions.setdefault(version.memory_id, []).append(version)
     return versions
+
+
+def _links_by_memory(memories: list[Memory], now: dt.datetime) -> dict[int, list[MemoryLink]]:
+    """Each memory's outgoing links to memories that are exported too (live ones)."""
+    rows = MemoryLink.objects.filter(
+        from_memory_id__in=[memory.pk for memory in memories],
+        to_memory__in=Memory.objects.live(now),
+    ).order_by("from_memory_id", "to_memory_id", "edge_type")
+    links: dict[int, list[MemoryLink]] = {}
+    for link in rows:
+        links.setdefault(link.from_memory_id, []).append(link)
+    return links
 
 
 def _dumps(value: Any) -> str:
@@ -161,7 +195,11 @@ def export_memories(workspace: str | None = None) -> Iterator[str]:
         separator, after = "", 0
         while page := list(live.filter(pk__gt=after).order_by("pk")[:PAGE_SIZE]):
             versions = _versions_by_memory(page)
-            records = (export_record(memory, versions.get(memory.pk, ())) for memory in page)
+            links = _links_by_memory(page, now)
+            records = (
+                export_record(memory, versions.get(memory.pk, ()), links.get(memory.pk, ()))
+                for memory in page
+            )
             yield separator + ",".join(_dumps(record) for record in records)
             separator, after = ",", page[-1].pk
         yield "]}"
@@ -277,6 +315,19 @@ class VersionRecordSerializer(_IgnoresUnknownFields, MemoryWriteSerializer):
     created_at = serializers.DateTimeField()
 
 
+class LinkRecordSerializer(serializers.Serializer):
+    """A link from the memory that carries it, as exported in `links` (ids are file ids)."""
+
+    to_id = StrictIntegerField(min_value=1, max_value=MAX_MEMORY_ID)
+    edge_type = serializers.ChoiceField(choices=EdgeType.choices, default=EdgeType.RELATED_TO)
+    strength = StrictFloatField(min_value=0.0, max_value=1.0, default=1.0)
+    source_context = serializers.CharField(
+        max_length=10_000, allow_blank=True, default="", trim_whitespace=False
+    )
+    pinned = serializers.BooleanField(default=False)
+    created_at = serializers.DateTimeField(required=False)
+
+
 class MemoryRecordSerializer(_IgnoresUnknownFields, MemoryWriteSerializer):
     """One memory of an export file: the API's write rules plus what only a file may carry."""
 
@@ -289,6 +340,7 @@ class MemoryRecordSerializer(_IgnoresUnknownFields, MemoryWriteSerializer):
     access_count = StrictIntegerField(min_value=0, required=False)
     last_accessed_at = serializers.DateTimeField(required=False, allow_null=True)
     versions = VersionRecordSerializer(many=True, required=False)
+    links = LinkRecordSerializer(many=True, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
@@ -425,7 +477,10 @@ def _plainly_valid(record: Any) -> dict[str, Any] | None:
     record it is unsure of (errors, versions, unusual spellings) goes to the serializer,
     which reports the errors. tests/test_portability.py holds the two to agreement.
     """
-    if not isinstance(record, dict) or record.get("versions", []) != []:
+    if not isinstance(record, dict) or (record.get("versions", []), record.get("links", [])) != (
+        [],
+        [],
+    ):
         return None
     fields, extra = _plain_write_fields(record), _plain_file_fields(record)
     if fields is None or extra is None:
@@ -436,6 +491,8 @@ def _plainly_valid(record: Any) -> dict[str, Any] | None:
     data.setdefault("version", 1)
     if "versions" in record:
         data["versions"] = []
+    if "links" in record:
+        data["links"] = []
     return data
 
 
@@ -448,8 +505,11 @@ class ImportResult:
     skipped: int = 0
     failed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    # File id -> stored id, for records whose id was taken; what links will be remapped with.
+    # File id -> stored id, for records whose id was taken; what links are remapped with.
     renumbered: dict[int, int] = field(default_factory=dict)
+    # File id -> stored id of every record written, and the links they carry (by stored id).
+    stored: dict[int, int] = field(default_factory=dict)
+    links: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The answer of POST /v1/import and of Engram's memory_import tool."""
@@ -503,6 +563,7 @@ def _staged_memory(record: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
         "updated_at": record.get("updated_at", created_at),
         "last_accessed_at": record.get("last_accessed_at"),
         "versions": record.get("versions", []),
+        "links": record.get("links", []),
     }
 
 
@@ -693,6 +754,10 @@ def _write_batch(batch: list[dict[str, Any]], floor: int, result: ImportResult) 
                 for version in staged["versions"]
             ],
         )
+        for staged in batch:
+            if staged["file_id"] is not None:
+                result.stored[staged["file_id"]] = staged["id"]
+            result.links += [(staged["id"], link) for link in staged.get("links", ())]
         # store_embeddings reads only the id, content and tags.
         store_embeddings(
             [Memory(pk=row["id"], content=row["content"], tags=row["tags"]) for row in batch]
@@ -722,4 +787,27 @@ def import_memories(
                 raise ImportQuotaExceeded(current, max_memories, staging.count)
         for batch in staging.read_batches():
             _write_batch(batch, staging.max_file_id, result)
+    _write_links(result, now)
     return result
+
+
+def _write_links(result: ImportResult, now: dt.datetime) -> None:
+    """Links between memories of the file, once both ends are written (ids remapped)."""
+    rows = []
+    for from_id, link in result.links:
+        to_id = result.stored.get(link["to_id"])
+        if to_id is None or to_id == from_id:
+            continue  # its target was skipped, failed or not in the file
+        rows.append(
+            MemoryLink(
+                from_memory_id=from_id,
+                to_memory_id=to_id,
+                edge_type=link["edge_type"],
+                strength=link["strength"],
+                source_context=link["source_context"],
+                pinned=link["pinned"],
+                created_at=link.get("created_at") or now,
+            )
+        )
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        MemoryLink.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)

@@ -16,8 +16,15 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import Plan
-from memories import portability
-from memories.models import Memory, MemoryEmbedding, MemoryTag, MemoryType, MemoryVersion
+from memories import portability, services
+from memories.models import (
+    Memory,
+    MemoryEmbedding,
+    MemoryLink,
+    MemoryTag,
+    MemoryType,
+    MemoryVersion,
+)
 from memories.tenant_db import DATA_PLANE_ALIAS, bind_tenant_database
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -282,6 +289,56 @@ def test_round_trip_into_an_empty_tenant_reproduces_the_file(alice_api, bob_api,
     assert result == {"imported": 16, "skipped": 0, "failed": 0, "errors": []}
     copy = export(bob_api)
     assert without_exported_at(copy) == without_exported_at(original)
+
+
+def link(tenant, from_id, to_id, **fields):
+    with bind_tenant_database(tenant.tenant.id):
+        services.link_memories(
+            from_id, to_id, edge_type=fields.pop("edge_type", "related_to"), **fields
+        )
+
+
+def links_of(tenant):
+    with bind_tenant_database(tenant.tenant.id):
+        return sorted(
+            MemoryLink.objects.values_list("from_memory_id", "to_memory_id", "edge_type", "pinned")
+        )
+
+
+def test_links_are_exported_and_reproduced_by_a_round_trip(alice_api, bob_api, acme, globex):
+    ids = [create(alice_api, content=f"linked {n}")["id"] for n in range(3)]
+    link(acme, ids[0], ids[1], edge_type="depends_on", strength=0.5, pinned=True)
+    link(acme, ids[1], ids[2], source_context="follow-up")
+    original = export(alice_api)
+    first = next(record for record in original["memories"] if record["id"] == ids[0])
+    assert first["links"][0]["to_id"] == ids[1]
+    assert (first["links"][0]["edge_type"], first["links"][0]["strength"]) == ("depends_on", 0.5)
+    imported(bob_api, original)
+    assert links_of(globex) == links_of(acme)
+    assert without_exported_at(export(bob_api)) == without_exported_at(original)
+
+
+def test_links_follow_renumbered_ids_and_drop_targets_not_imported(
+    alice_api, bob_api, acme, globex
+):
+    ids = [create(alice_api, content=f"acme {n}")["id"] for n in range(2)]
+    link(acme, ids[0], ids[1])
+    create(bob_api, content="globex already has id 1")
+    document = export(alice_api)
+    document["memories"][1]["links"] = [{"to_id": 999}]  # a target outside the file
+    imported(bob_api, document)
+    by_content = {memory.content: memory.pk for memory in stored(globex)}
+    assert links_of(globex) == [(by_content["acme 0"], by_content["acme 1"], "related_to", False)]
+
+
+def test_a_bad_link_fails_its_record(bob_api, globex):
+    document = export_file(
+        {"id": 1, "content": "fine"},
+        {"id": 2, "content": "bad link", "links": [{"to_id": 1, "edge_type": "loves"}]},
+    )
+    result = imported(bob_api, document)
+    assert (result["imported"], result["failed"]) == (1, 1)
+    assert "links" in result["errors"][0]["errors"]
 
 
 def test_round_trip_covers_all_seventeen_types(alice_api, bob_api):
