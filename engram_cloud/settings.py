@@ -222,6 +222,11 @@ ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/billing/")
 # The embedded default flushes buffered usage events from each process this often (0: never;
 # with REDIS_URL the Celery beat task flushes instead).
 ENGRAM_USAGE_FLUSH_SECONDS = env_int("ENGRAM_USAGE_FLUSH_SECONDS", 5)
+# Off: /v1 requests skip rate limiting, quota checks and metering (the gateway stages of
+# tenants.middleware). For benchmarks (bench/gateway.py) and emergencies; on in production.
+ENGRAM_GATEWAY_ENABLED = env_bool("ENGRAM_GATEWAY_ENABLED", True)
+# Off: requests are rate limited and quota-checked but not metered (bench/gateway.py).
+ENGRAM_METERING_ENABLED = env_bool("ENGRAM_METERING_ENABLED", True)
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"

@@ -112,8 +112,9 @@ class TenantApiMiddleware:
             principal = authorize_member(principal, tenant)
             check_tenant_status(tenant)
             request.principal, request.tenant = principal, tenant
-            decision = enforce_rate_limit(tenant, group)
-            check_request_quotas(tenant, group)
+            if settings.ENGRAM_GATEWAY_ENABLED:
+                decision = enforce_rate_limit(tenant, group)
+                check_request_quotas(tenant, group)
             # What the handler adds (searches made, memories created) for metering.
             request.usage = {"searches": 1 if group == "search" else 0, "memories_created": 0}
             handled = True
@@ -129,7 +130,12 @@ class TenantApiMiddleware:
         if decision is not None:
             for name, value in decision.headers().items():
                 response[name] = value
-        if handled and tenant is not None:
+        if (
+            handled
+            and tenant is not None
+            and settings.ENGRAM_GATEWAY_ENABLED
+            and settings.ENGRAM_METERING_ENABLED
+        ):
             usage.record(
                 usage.make_event(
                     request_id=request.request_id,
