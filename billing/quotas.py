@@ -20,7 +20,7 @@ from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants.authentication import TenantRef
 
 
-def quota_exceeded(metric: str, current: int, limit: int) -> ApiError:
+def quota_exceeded(metric: str, current: int, limit: int, **details: object) -> ApiError:
     QUOTA_EXCEEDED.inc()
     return ApiError(
         402,
@@ -30,6 +30,7 @@ def quota_exceeded(metric: str, current: int, limit: int) -> ApiError:
         current=current,
         limit=limit,
         upgrade_url=settings.ENGRAM_UPGRADE_URL,
+        **details,
     )
 
 

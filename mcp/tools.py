@@ -24,8 +24,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import Plan
-from billing.quotas import require_capacity, require_search_quota
-from engram_cloud.errors import ApiError
+from billing.quotas import quota_exceeded, require_capacity, require_search_quota
 from mcp.registry import Call, Hint, ToolFailed, tool
 from mcp.schema import (
     Schema,
@@ -39,13 +38,11 @@ from mcp.schema import (
     validate,
 )
 from memories import portability, search, services
-from memories.api.portability import UPGRADE_URL
 from memories.api.search import (
     MAX_QUERY_CHARS,
     MAX_RESULTS,
     SearchRequestSerializer,
-    highlights,
-    matched_terms,
+    explained_results,
 )
 from memories.api.serializers import (
     MAX_CONTENT_CHARS,
@@ -361,26 +358,7 @@ def run_search(
         limit=params["limit"],
         min_score=params["min_score"],
     )
-    memories = Memory.objects.in_bulk([hit.memory_id for hit in outcome.hits])
-    terms = [*outcome.terms, *(word for words in outcome.corrections.values() for word in words)]
-    results = []
-    for hit in outcome.hits:
-        memory = memories.get(hit.memory_id)
-        if memory is None:  # deleted between ranking and loading
-            continue
-        match_info: dict[str, Any] = {
-            "strategy": outcome.strategy,
-            "keyword_score": hit.keyword_score,
-            "semantic_score": hit.semantic_score,
-        }
-        if params["explain"]:
-            found = matched_terms(memory.content + " " + " ".join(memory.tags), terms)
-            match_info["matched_terms"] = found
-            match_info["highlights"] = highlights(memory.content, found)
-        results.append(
-            {"memory": memory_representation(memory), "score": hit.score, "match_info": match_info}
-        )
-    return results
+    return explained_results(outcome, explain=params["explain"], match_key="match_info")
 
 
 def find_duplicate(content: str, workspace: str, threshold: float | None) -> Memory | None:
@@ -971,15 +949,8 @@ def memory_import(arguments: dict[str, Any], call: Call) -> dict[str, Any]:
     except portability.ExportFileError as error:
         raise ToolFailed(f"Invalid export file: data.{error.field}: {error.message}") from None
     except portability.ImportQuotaExceeded as error:
-        raise ApiError(
-            402,
-            "quota_exceeded",
-            str(error),
-            metric="memories",
-            current=error.current,
-            limit=error.limit,
-            importing=error.importing,
-            upgrade_url=UPGRADE_URL,
+        raise quota_exceeded(
+            "memories", error.current, error.limit, importing=error.importing
         ) from None
     call.count("memories_created", result.imported)
     return result.as_dict()

@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
+from billing.quotas import quota_exceeded
 from engram_cloud.errors import ApiError
 from engram_cloud.parsers import BoundedJSONParser
 from memories import idempotency, portability
@@ -33,8 +34,6 @@ from memories.api.serializers import workspace_validator
 from memories.api.views import _validated
 from memories.tenant_db import bind_tenant_database
 from tenants.permissions import Scope
-
-UPGRADE_URL = "/billing"
 
 
 class ExportQuerySerializer(StrictSerializer):
@@ -133,15 +132,8 @@ class ImportView(APIView):
             except portability.ExportFileError as error:
                 raise _file_error(error) from None
             except portability.ImportQuotaExceeded as error:
-                raise ApiError(
-                    402,
-                    "quota_exceeded",
-                    str(error),
-                    metric="memories",
-                    current=error.current,
-                    limit=error.limit,
-                    importing=error.importing,
-                    upgrade_url=UPGRADE_URL,
+                raise quota_exceeded(
+                    "memories", error.current, error.limit, importing=error.importing
                 ) from None
             # The batches committed on their own; the key's record follows in one short
             # transaction (memories/idempotency.py).

@@ -131,6 +131,33 @@ def highlights(content: str, terms: list[str]) -> list[str]:
     return snippets
 
 
+def explained_results(
+    outcome: search.SearchOutcome, *, explain: bool, match_key: str = "match"
+) -> list[dict[str, Any]]:
+    """Each hit as `{"memory", "score", <match_key>}`; `explain` adds matched terms and
+    highlights. REST calls the match `match`, Engram's MCP tool `match_info`."""
+    memories = Memory.objects.in_bulk([hit.memory_id for hit in outcome.hits])
+    terms = [*outcome.terms, *(word for words in outcome.corrections.values() for word in words)]
+    results = []
+    for hit in outcome.hits:
+        memory = memories.get(hit.memory_id)
+        if memory is None:  # deleted between ranking and loading
+            continue
+        match: dict[str, Any] = {
+            "strategy": outcome.strategy,
+            "keyword_score": hit.keyword_score,
+            "semantic_score": hit.semantic_score,
+        }
+        if explain:
+            found = matched_terms(memory.content + " " + " ".join(memory.tags), terms)
+            match["matched_terms"] = found
+            match["highlights"] = highlights(memory.content, found)
+        results.append(
+            {"memory": memory_representation(memory), "score": hit.score, match_key: match}
+        )
+    return results
+
+
 class SearchView(APIView):
     required_scopes = {"POST": Scope.SEARCH}
 
@@ -156,28 +183,7 @@ class SearchView(APIView):
             limit=params["limit"],
             min_score=params["min_score"],
         )
-        memories = Memory.objects.in_bulk([hit.memory_id for hit in outcome.hits])
-        terms = [
-            *outcome.terms,
-            *(word for words in outcome.corrections.values() for word in words),
-        ]
-        results = []
-        for hit in outcome.hits:
-            memory = memories.get(hit.memory_id)
-            if memory is None:  # deleted between ranking and loading
-                continue
-            match: dict[str, Any] = {
-                "strategy": outcome.strategy,
-                "keyword_score": hit.keyword_score,
-                "semantic_score": hit.semantic_score,
-            }
-            if params["explain"]:
-                found = matched_terms(memory.content + " " + " ".join(memory.tags), terms)
-                match["matched_terms"] = found
-                match["highlights"] = highlights(memory.content, found)
-            results.append(
-                {"memory": memory_representation(memory), "score": hit.score, "match": match}
-            )
+        results = explained_results(outcome, explain=params["explain"])
         body: dict[str, Any] = {
             "results": results,
             "strategy": outcome.strategy,
