@@ -9,8 +9,8 @@ runbooks, todos, with people, systems, ticket numbers and a long tail of custome
 names; tags, metadata, 4% daily memories and 1% already expired). They are bulk-loaded in a
 fixtures subprocess: Memory and MemoryTag rows in batches of 2,000, one transaction each (the
 tenant file's triggers index them into FTS5), then `store_embeddings` per batch. The tenant is
-on the Team plan with a staff override of its rate limit far above what the benchmark sends, so
-the limiter and quota checks run on every request but never refuse one.
+on the Enterprise plan, like every benchmark tenant: no rate limit or quota in the measured
+path (bench/gateway.py measures those); metering runs on every request.
 
 1. Keyword: the SQL `memories.search.keyword_hits` runs (captured from the engine in a
    subprocess, with each query's MATCH expression) executed with `sqlite3` directly on the
