@@ -21,12 +21,19 @@ $(VENV)/.installed-test: requirements-test.txt requirements-minilm.txt $(VENV)/.
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	command -v apt-get >/dev/null && (apt-get install -y -q --no-install-recommends chromium \
+	  || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)) \
+	  || echo "chromium not installed: the browser tests need it"
+
 run: $(VENV)/.installed
 	$(RUN_ENV) $(PY) manage.py migrate --noinput
 	$(RUN_ENV) $(PY) manage.py demo_tenant --base-url http://$(HOST):$(PORT)
 	$(RUN_ENV) $(PY) manage.py runserver $(HOST):$(PORT)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test | $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
