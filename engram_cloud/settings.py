@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "django_ratelimit",
     "tenants",
     "billing",
     "memories",
@@ -171,6 +172,29 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Console: sessions, email, sign-in throttling ------------------------------------------------
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "console:home"
+LOGOUT_REDIRECT_URL = "landing"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Password reset and invite mails; the console backend prints them (set EMAIL_BACKEND and
+# EMAIL_HOST... for real delivery).
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Engram Cloud <no-reply@engram.cloud>")
+# django-ratelimit rates for sign-in, sign-up and password reset, per client IP and per account
+# (the email typed), counted in the default cache.
+ENGRAM_ACCOUNT_RATE_PER_IP = env_str("ENGRAM_ACCOUNT_RATE_PER_IP", "20/m")
+ENGRAM_ACCOUNT_RATE_PER_ACCOUNT = env_str("ENGRAM_ACCOUNT_RATE_PER_ACCOUNT", "5/m")
+# The embedded default's cache is per process: its limits hold per process (django-ratelimit
+# warns about that; with REDIS_URL they are shared).
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 # --- Cache -------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularJSONAPIView
 from engram_cloud import health
 from engram_cloud.observability import metrics_view
 from mcp.views import mcp_endpoint
+from tenants.console.landing import landing
 
 handler404 = "engram_cloud.errors.handler404"
 handler500 = "engram_cloud.errors.handler500"
@@ -25,4 +26,7 @@ urlpatterns = [
     path("v1/", include("memories.api.urls")),
     path("v1/", include("billing.api.urls")),
     path("admin/", admin.site.urls),
+    path("", landing, name="landing"),
+    path("accounts/", include("tenants.console.accounts_urls")),
+    path("console/", include("tenants.console.urls")),
 ]

@@ -172,3 +172,44 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"
+
+
+class InviteState(models.TextChoices):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class Invite(models.Model):
+    """An invitation to join a tenant; the link's token is stored only as its SHA-256."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invites")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    token_digest = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.tenant} ({self.role})"
+
+    def state(self, now: dt.datetime | None = None) -> InviteState:
+        if self.accepted_at is not None:
+            return InviteState.ACCEPTED
+        if self.revoked_at is not None:
+            return InviteState.REVOKED
+        if self.expires_at <= (now or timezone.now()):
+            return InviteState.EXPIRED
+        return InviteState.PENDING

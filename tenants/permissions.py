@@ -1,7 +1,8 @@
 """What a credential may do: API-key scopes, and the one table mapping roles to scopes.
 
 Every `/v1` view declares `required_scopes` per HTTP method; a method it does not list is
-refused (fail closed). A JWT-authenticated member gets the scopes of their role.
+refused (fail closed). A JWT-authenticated member gets the scopes of their role, and the web
+console asks the same table what a member may do there (`role_allows`).
 """
 
 from __future__ import annotations
@@ -20,22 +21,47 @@ class Scope(StrEnum):
     MEMORIES_WRITE = "memories:write"
     SEARCH = "search"
     ADMIN = "admin"
+    # Console actions: held by roles only, never by an API key.
+    MEMBERS_MANAGE = "members:manage"
+    KEYS_MANAGE = "keys:manage"
+    WORKSPACE_MANAGE = "workspace:manage"
+    AUDIT_VIEW = "audit:view"
+    BILLING = "billing"
+    WORKSPACE_DELETE = "workspace:delete"
 
 
-ALL_SCOPES = frozenset(Scope)
+# What an API key may hold (ARCHITECTURE.md §4).
+ALL_SCOPES = frozenset({Scope.MEMORIES_READ, Scope.MEMORIES_WRITE, Scope.SEARCH, Scope.ADMIN})
 DEFAULT_KEY_SCOPES = frozenset({Scope.MEMORIES_READ, Scope.MEMORIES_WRITE, Scope.SEARCH})
 
+_VIEWER = frozenset({Scope.MEMORIES_READ, Scope.SEARCH})
+_MEMBER = _VIEWER | {Scope.MEMORIES_WRITE}
+_ADMIN = _MEMBER | {
+    Scope.ADMIN,
+    Scope.MEMBERS_MANAGE,
+    Scope.KEYS_MANAGE,
+    Scope.WORKSPACE_MANAGE,
+    Scope.AUDIT_VIEW,
+}
+_OWNER = _ADMIN | {Scope.BILLING, Scope.WORKSPACE_DELETE}
+
+# The one role → permission table: the API (JWT members) and the console both read it.
 ROLE_SCOPES: dict[str, frozenset[Scope]] = {
-    Role.OWNER: ALL_SCOPES,
-    Role.ADMIN: ALL_SCOPES,
-    Role.MEMBER: frozenset({Scope.MEMORIES_READ, Scope.MEMORIES_WRITE, Scope.SEARCH}),
-    Role.VIEWER: frozenset({Scope.MEMORIES_READ, Scope.SEARCH}),
+    Role.OWNER: _OWNER,
+    Role.ADMIN: _ADMIN,
+    Role.MEMBER: _MEMBER,
+    Role.VIEWER: _VIEWER,
 }
 
 
 def grants(scopes: frozenset[str], required: Scope) -> bool:
-    """`admin` includes every other scope."""
-    return required in scopes or Scope.ADMIN in scopes
+    """`admin` includes every API scope (not the console actions, which only roles hold)."""
+    return required in scopes or (Scope.ADMIN in scopes and required in ALL_SCOPES)
+
+
+def role_allows(role: str, action: Scope) -> bool:
+    """May a member with this role do this (in the console or the API)?"""
+    return grants(ROLE_SCOPES.get(role, frozenset()), action)
 
 
 class HasRequiredScope(BasePermission):

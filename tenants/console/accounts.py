@@ -1,0 +1,143 @@
+"""Sign up, sign in, sign out and password reset, throttled per client IP and per account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import login, password_validation
+from django.contrib.auth import views as auth_views
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
+from django_ratelimit.core import is_ratelimited
+
+from tenants import services
+from tenants.models import User
+
+THROTTLED_MESSAGE = "Too many attempts. Wait a minute and try again."
+
+
+def _account_key(group: str, request: HttpRequest) -> str:
+    typed = request.POST.get("email") or request.POST.get("username") or ""
+    return typed.strip().lower()
+
+
+def throttled(request: HttpRequest, group: str) -> bool:
+    """Count this POST against the IP's and the account's budget; True when either is spent.
+
+    Both counters are always incremented, so guessing many accounts from one address and one
+    account from many addresses are both slowed down.
+    """
+    if request.method != "POST":
+        return False
+    by_ip = is_ratelimited(
+        request,
+        group=f"{group}:ip",
+        key="ip",
+        rate=settings.ENGRAM_ACCOUNT_RATE_PER_IP,
+        method="POST",
+        increment=True,
+    )
+    by_account = bool(_account_key(group, request)) and is_ratelimited(
+        request,
+        group=f"{group}:account",
+        key=_account_key,
+        rate=settings.ENGRAM_ACCOUNT_RATE_PER_ACCOUNT,
+        method="POST",
+        increment=True,
+    )
+    return by_ip or by_account
+
+
+def _safe_next(request: HttpRequest) -> str | None:
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return None
+
+
+class SignupForm(forms.Form):
+    name = forms.CharField(max_length=150, required=False)
+    email = forms.EmailField()
+    password = forms.CharField(widget=forms.PasswordInput, strip=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("email") and data.get("password"):
+            try:
+                password_validation.validate_password(
+                    data["password"], User(email=data["email"], name=data.get("name", ""))
+                )
+            except ValidationError as error:
+                self.add_error("password", error)
+        return data
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if throttled(request, "signup"):
+            form.add_error(None, THROTTLED_MESSAGE)
+            status = 429
+        elif form.is_valid():
+            try:
+                user = services.sign_up(
+                    email=form.cleaned_data["email"],
+                    password=form.cleaned_data["password"],
+                    name=form.cleaned_data["name"],
+                )
+            except ValidationError as error:
+                form.add_error("email", error.message_dict.get("email", error.messages))
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                return redirect(_safe_next(request) or "console:home")
+        else:
+            status = 400
+    context = {"form": form, "next": _safe_next(request) or ""}
+    return render(request, "accounts/signup.html", context, status=status)
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if throttled(request, "login"):
+            # An unbound form: a throttled attempt never reaches the password check.
+            form = self.get_form_class()(request, initial={"username": _account_key("", request)})
+            form.add_error(None, THROTTLED_MESSAGE)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == 200:
+            response.status_code = 400  # the form is shown again with its errors
+        return response
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    template_name = "accounts/password_reset_form.html"
+    email_template_name = "accounts/password_reset_email.txt"
+    subject_template_name = "accounts/password_reset_subject.txt"
+    success_url = reverse_lazy("accounts:password_reset_done")
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if throttled(request, "password_reset"):
+            form = self.get_form_class()(initial={"email": _account_key("", request)})
+            form.add_error(None, THROTTLED_MESSAGE)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:password_reset_complete")
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = reverse_lazy("landing")
