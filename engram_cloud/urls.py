@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularJSONAPIView
 from engram_cloud import health
 from engram_cloud.observability import metrics_view
 from mcp.views import mcp_endpoint
+from tenants.console.api import api as console_api
 from tenants.console.landing import landing
 
 handler404 = "engram_cloud.errors.handler404"
@@ -28,5 +29,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", landing, name="landing"),
     path("accounts/", include("tenants.console.accounts_urls")),
+    path("console/api/", console_api.urls),
     path("console/", include("tenants.console.urls")),
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.urls import path
 
 from tenants.console import audit, keys, members, memories, usage, workspaces
-from tenants.console.api import api
 
 app_name = "console"
 
@@ -14,7 +13,6 @@ urlpatterns = [
     path("workspaces/new", workspaces.create, name="workspace_create"),
     path("invites/accept", members.invite_accept, name="invite_accept"),
     path("invites/<str:token>", members.invite_open, name="invite_open"),
-    path("api/", api.urls),
     path("w/<slug:slug>/", usage.usage, name="usage"),
     path("w/<slug:slug>/settings", workspaces.settings_page, name="settings"),
     path("w/<slug:slug>/settings/rename", workspaces.rename, name="workspace_rename"),
