@@ -81,11 +81,11 @@ class SignupForm(forms.Form):
 
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
-    status = 200
+    status, throttled_message = 200, ""
     if request.method == "POST":
         if throttled(request, "signup"):
-            form.add_error(None, THROTTLED_MESSAGE)
-            status = 429
+            form = SignupForm(initial={"email": _account_key("", request)})
+            status, throttled_message = 429, THROTTLED_MESSAGE
         elif form.is_valid():
             try:
                 user = services.sign_up(
@@ -95,12 +95,13 @@ def signup(request: HttpRequest) -> HttpResponse:
                 )
             except ValidationError as error:
                 form.add_error("email", error.message_dict.get("email", error.messages))
+                status = 400
             else:
                 login(request, user, backend="django.contrib.auth.backends.ModelBackend")
                 return redirect(_safe_next(request) or "console:home")
         else:
             status = 400
-    context = {"form": form, "next": _safe_next(request) or ""}
+    context = {"form": form, "next": _safe_next(request) or "", "throttled": throttled_message}
     return render(request, "accounts/signup.html", context, status=status)
 
 
@@ -112,8 +113,8 @@ class LoginView(auth_views.LoginView):
         if throttled(request, "login"):
             # An unbound form: a throttled attempt never reaches the password check.
             form = self.get_form_class()(request, initial={"username": _account_key("", request)})
-            form.add_error(None, THROTTLED_MESSAGE)
-            return self.render_to_response(self.get_context_data(form=form), status=429)
+            context = self.get_context_data(form=form, throttled=THROTTLED_MESSAGE)
+            return self.render_to_response(context, status=429)
         response = super().post(request, *args, **kwargs)
         if response.status_code == 200:
             response.status_code = 400  # the form is shown again with its errors
@@ -129,8 +130,8 @@ class PasswordResetView(auth_views.PasswordResetView):
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if throttled(request, "password_reset"):
             form = self.get_form_class()(initial={"email": _account_key("", request)})
-            form.add_error(None, THROTTLED_MESSAGE)
-            return self.render_to_response(self.get_context_data(form=form), status=429)
+            context = self.get_context_data(form=form, throttled=THROTTLED_MESSAGE)
+            return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
 
 
