@@ -11,11 +11,12 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from billing.models import Plan
 from memories.provisioning import create_tenant_database, remove_tenant_database
+from memories.tenant_db import DATA_PLANE_ALIAS, tenant_database_path
 from tenants import api_keys
 from tenants.models import (
     RESERVED_SLUGS,
@@ -271,8 +272,18 @@ def delete_workspace(tenant: Tenant, *, actor: User) -> Tenant:
         tenant.memberships.all().delete()
         record_audit(tenant=tenant, action="tenant.deleted", target=tenant.slug, actor=actor)
         tenant_id = tenant.id
-        transaction.on_commit(lambda: remove_tenant_database(tenant_id))
+        transaction.on_commit(lambda: _remove_data_file(tenant_id))
     return tenant
+
+
+def _remove_data_file(tenant_id: Any) -> None:
+    """After the deletion commits: close this thread's handle on the file, then remove it."""
+    connection = connections[DATA_PLANE_ALIAS]
+    if connection.connection is not None and connection.open_path == tenant_database_path(
+        tenant_id
+    ):
+        connection.close()
+    remove_tenant_database(tenant_id)
 
 
 # --- Members and invites ----------------------------------------------------------------------
