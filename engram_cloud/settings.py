@@ -195,6 +195,8 @@ ENGRAM_ACCOUNT_RATE_PER_ACCOUNT = env_str("ENGRAM_ACCOUNT_RATE_PER_ACCOUNT", "5/
 # The embedded default's cache is per process: its limits hold per process (django-ratelimit
 # warns about that; with REDIS_URL they are shared).
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+# Behind a proxy: the META key (e.g. HTTP_X_REAL_IP) holding the client's address.
+RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
 
 # --- Cache -------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")

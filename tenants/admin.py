@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tenants import services
-from tenants.models import ApiKey, AuditEvent, Membership, Tenant, User
+from tenants.models import ApiKey, AuditEvent, Invite, Membership, Tenant, User
 
 
 @admin.register(User)
@@ -135,4 +135,20 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Invite)
+class InviteAdmin(admin.ModelAdmin):
+    """Read-only: invites are made and ended in the console (tenants.services)."""
+
+    list_display = ["email", "tenant", "role", "invited_by", "created_at", "expires_at", "state"]
+    list_filter = ["role"]
+    search_fields = ["email", "tenant__slug"]
+    exclude = ["token_digest"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

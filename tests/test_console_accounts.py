@@ -167,3 +167,10 @@ def test_forms_need_the_csrf_token(db: None) -> None:
     client = Client(enforce_csrf_checks=True)
     assert sign_up(client).status_code == 403
     assert not User.objects.exists()
+
+
+def test_cookies_are_secure_when_debug_is_off(settings: Any) -> None:
+    """The suite runs with DEBUG off, as production does."""
+    assert settings.DEBUG is False
+    assert settings.SESSION_COOKIE_SECURE and settings.CSRF_COOKIE_SECURE
+    assert settings.SESSION_COOKIE_HTTPONLY
