@@ -112,7 +112,11 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
     env["WEB_CONCURRENCY"] = "2"
     manage = [sys.executable, "manage.py"]
     migrated = subprocess.run(
-        [*manage, "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True,
+        [*manage, "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert migrated.returncode == 0, migrated.stderr
