@@ -12,6 +12,8 @@ Commands:
                  store_embeddings with the configured provider; progress on stderr. Returns the
                  tenant, its key, its file, the timings and the document frequency of the
                  generator's words (from the tenant's FTS vocabulary).
+  setup-load     `tenants` tenants with a key each, each with the same `memories` generated
+                 memories (one tenant file generated, then copied over each tenant's file).
   search-sql     the SQL that memories.search.keyword_hits runs (captured from the engine on
                  the bound tenant) and the FTS5 MATCH expression of each of `queries`.
 
@@ -583,8 +585,50 @@ def search_sql(tenant_id: str, queries: list[str], limit: int = 10) -> dict[str,
     }
 
 
+def setup_load(prefix: str, tenants: int, memories: int) -> dict[str, Any]:
+    """`tenants` tenants with an API key each, every one holding `memories` memories: one
+    tenant file is generated (load_search_corpus) and copied over each new tenant's file."""
+    import shutil
+
+    from django.db import connections
+
+    from memories.tenant_db import DATA_PLANE_ALIAS, tenant_database_path
+
+    golden = load_search_corpus(prefix, "golden", memories)
+    began = time.perf_counter()
+    setup = setup_tenants(f"{prefix}-load", 1, tenants, keys=True)
+    connections[DATA_PLANE_ALIAS].close()
+    source = Path(golden["path"])
+    for row in setup["tenants"]:
+        target = tenant_database_path(row["id"])
+        for suffix in ("-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(source, target)
+    frequency = golden["document_frequency"]
+    from memories.models import Memory
+
+    with bind_tenant_database(golden["tenant"]["id"]):
+        live_ids = list(Memory.objects.live().values_list("id", flat=True))
+    connections[DATA_PLANE_ALIAS].close()
+    return {
+        "ids": live_ids,
+        "tenants": setup["tenants"],
+        "memories": golden["memories"],
+        "file_mb": golden["file_mb"],
+        "load_seconds": golden["seconds"],
+        "setup_seconds": time.perf_counter() - began,
+        # Query words: present in 0.5-20% of the memories (neither noise nor everywhere).
+        "words": sorted(
+            word
+            for word, count in frequency.items()
+            if 0.005 * golden["memories"] <= count <= 0.2 * golden["memories"]
+        ),
+    }
+
+
 COMMANDS = {
     "setup-tenants": setup_tenants,
+    "setup-load": setup_load,
     "load-search-corpus": load_search_corpus,
     "search-sql": search_sql,
 }

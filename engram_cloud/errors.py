@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -94,7 +95,9 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return ApiError(exc.status_code, code, message or str(exc.detail), headers=headers)
-    return None
+    from engram_cloud.outages import unavailable_error
+
+    return unavailable_error(exc)
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -124,10 +127,19 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    from engram_cloud.outages import unavailable_error
+
+    outage = unavailable_error(sys.exception())
     if is_api_path(request.path):
         return error_response(
-            request, ApiError(500, "internal_error", "Something went wrong on our side.")
+            request,
+            outage or ApiError(500, "internal_error", "Something went wrong on our side."),
         )
+    if outage is not None:
+        response = HttpResponse(outage.message, status=503, content_type="text/plain")
+        for name, value in outage.headers.items():
+            response[name] = value
+        return response
     from django.views.defaults import server_error
 
     return server_error(request)

@@ -46,6 +46,10 @@ from prometheus_client.exposition import choose_encoder
 disable_created_metrics()
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_DIR_ENV):
+    # Every process writes its values there, a management command as much as a worker; gunicorn
+    # empties it at start (gunicorn.conf.py), which may leave it missing for the first one.
+    os.makedirs(os.environ[MULTIPROC_DIR_ENV], exist_ok=True)
 # From 1 ms (a cached read) to 5 s (a large import); anything slower lands in +Inf.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

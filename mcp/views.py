@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from engram_cloud.errors import note_error
+from engram_cloud.outages import unavailable_error
 from mcp import protocol
 from mcp.jsonrpc import (
     INVALID_REQUEST,
@@ -27,6 +28,7 @@ from mcp.jsonrpc import (
     dumps,
     error_message,
     error_name,
+    from_api_error,
     json_response,
     result_message,
 )
@@ -199,7 +201,10 @@ def run(request: HttpRequest, message: protocol.Message, version: str) -> Reply:
         result = protocol.answer(exchange, message)
     except JsonRpcError as error:
         return rejected(error, message.id, modern=exchange.modern)
-    except Exception:
+    except Exception as error:
+        outage = unavailable_error(error)
+        if outage is not None:
+            return rejected(from_api_error(outage, request), message.id, modern=exchange.modern)
         # Nothing about the failure reaches the client; the log has it, with the request id.
         logger.exception(
             "MCP %s failed (request %s)", message.method, getattr(request, "request_id", None)

@@ -7,13 +7,17 @@ tenant's file and refuses to run a query on a connection opened for another file
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from django.db.backends.sqlite3 import base as sqlite3_base
 from django.db.backends.sqlite3.creation import DatabaseCreation as SQLiteCreation
+from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
 
+from engram_cloud.outages import DATA_PLANE_MARK
 from memories.tenant_db import TenantBindingError, TenantNotBound, current_database_path
 
 
@@ -27,8 +31,23 @@ class DatabaseCreation(SQLiteCreation):
         return None
 
 
+class DataPlaneErrorWrapper(DatabaseErrorWrapper):
+    """Marks the driver's error as a tenant file's before Django re-raises it as its own (with
+    the driver's error as `__cause__`): engram_cloud.outages counts it and answers 503."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_value is not None:
+            with contextlib.suppress(AttributeError):
+                setattr(exc_value, DATA_PLANE_MARK, True)
+        super().__exit__(exc_type, exc_value, traceback)
+
+
 class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
     creation_class = DatabaseCreation
+
+    @cached_property
+    def wrap_database_errors(self) -> DataPlaneErrorWrapper:
+        return DataPlaneErrorWrapper(self)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
