@@ -191,3 +191,36 @@ def test_invites_refuse_members_duplicates_owners_and_bad_addresses(cast: Cast) 
     ]:
         response = alice.post("/console/w/acme/members/invite", data)
         assert response.status_code == 400 and says in response.content.decode(), says
+
+
+def test_a_mail_failure_keeps_the_invite_and_says_so(cast: Cast, settings: object) -> None:
+    settings.EMAIL_BACKEND = "tests.test_console_invites.RefusingBackend"
+    response = cast.client("alice").post(
+        "/console/w/acme/members/invite",
+        {"email": "dora@example.com", "role": "member"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "the mail was not sent: resend it" in response.content.decode()
+    assert Invite.objects.filter(email="dora@example.com").exists()
+
+
+class RefusingBackend:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def send_messages(self, messages: object) -> int:
+        raise ConnectionRefusedError("mail server down")
+
+
+def test_the_link_token_stays_out_of_the_request_log(
+    cast: Cast, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = invite_by_console(cast, "dora@example.com")
+    token = link.rsplit("/", 1)[1]
+    with caplog.at_level("INFO", logger="engram.requests"):
+        Client().get(link)
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("console/invites" in line for line in lines)
+    assert not any(token in line for line in lines)
+    assert not any(token in str(record.__dict__) for record in caplog.records)

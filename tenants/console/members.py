@@ -3,6 +3,8 @@ remove, leave."""
 
 from __future__ import annotations
 
+import logging
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -19,6 +21,8 @@ from tenants.console.access import Workspace, error_text, render_page, workspace
 from tenants.models import Invite, InviteState, Membership, Role
 from tenants.permissions import Scope
 
+logger = logging.getLogger(__name__)
+
 INVITE_SESSION_KEY = "console_invite_token"
 
 
@@ -30,15 +34,30 @@ class InviteForm(forms.Form):
     )
 
 
-def _send_invite(request: HttpRequest, invite: Invite, token: str) -> None:
+def _send_invite(request: HttpRequest, invite: Invite, token: str) -> bool:
+    """Mail the link; False (logged, never the link) when the mail server refuses it."""
     link = request.build_absolute_uri(reverse("console:invite_open", args=[token]))
     context = {"invite": invite, "link": link, "days": services.INVITE_LIFETIME.days}
-    send_mail(
-        subject=f"You are invited to {invite.tenant.name} on Engram Cloud",
-        message=render_to_string("console/email/invite.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[invite.email],
-    )
+    try:
+        send_mail(
+            subject=f"You are invited to {invite.tenant.name} on Engram Cloud",
+            message=render_to_string("console/email/invite.txt", context),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[invite.email],
+        )
+    except Exception:
+        logger.exception("invite mail for invite %s not sent", invite.pk)
+        return False
+    return True
+
+
+def _report_sent(request: HttpRequest, invite: Invite, sent: bool, what: str) -> None:
+    if sent:
+        messages.success(request, f"{what} to {invite.email}.")
+    else:
+        messages.warning(
+            request, f"The invite for {invite.email} is saved but the mail was not sent: resend it."
+        )
 
 
 def _members_page(
@@ -80,8 +99,7 @@ def invite(request: HttpRequest, workspace: Workspace) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error_text(error))
         else:
-            _send_invite(request, invite, token)
-            messages.success(request, f"Invite sent to {invite.email}.")
+            _report_sent(request, invite, _send_invite(request, invite, token), "Invite sent")
             return redirect("console:members", slug=workspace.tenant.slug)
     return _members_page(request, workspace, form, status=400)
 
@@ -98,8 +116,8 @@ def invite_resend(request: HttpRequest, workspace: Workspace, invite_id: int) ->
     except ValidationError as error:
         messages.error(request, error_text(error))
     else:
-        _send_invite(request, invite, token)
-        messages.success(request, f"Invite sent again to {invite.email}.")
+        sent = _send_invite(request, invite, token)
+        _report_sent(request, invite, sent, "Invite sent again")
     return redirect("console:members", slug=workspace.tenant.slug)
 
 

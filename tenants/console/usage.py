@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from billing.models import DailyUsage
@@ -67,7 +68,7 @@ def daily_usage(tenant: Tenant, days: int = CHART_DAYS) -> list[dict[str, Any]]:
 
 
 @workspace_view()
-def usage(request: Any, workspace: Workspace) -> Any:
+def usage(request: HttpRequest, workspace: Workspace) -> HttpResponse:
     context = {
         "period": period_usage(workspace.tenant),
         "plan": plans.get(workspace.tenant.plan_id),
