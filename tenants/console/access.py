@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
@@ -78,7 +79,7 @@ def render_page(
 ) -> HttpResponse:
     """Render a console page with what the layout needs: the workspace, the switcher, the
     role's permissions."""
-    page: dict[str, Any] = {"workspace": workspace}
+    page: dict[str, Any] = {"workspace": workspace, "base_domain": settings.ENGRAM_BASE_DOMAIN}
     if request.user.is_authenticated:
         page["my_workspaces"] = [
             m.tenant
