@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.core.cache import cache
+from django.db import connections
 
 from billing.usage import flush_usage
 from tenants.models import ApiKey, Membership, Role, Tenant
@@ -48,6 +49,9 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+            # The test's ORM calls ran under Playwright's loop, on connections of their own
+            # context: closed here, or PostgreSQL refuses to drop the test database.
+            connections.close_all()
 
 
 def shot(page: Any, name: str) -> None:
