@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +194,30 @@ def test_sign_up_to_shared_memories_in_a_browser(browser: Any, live_server: Any)
     ]:
         anonymous.goto(path)
         shot(anonymous, name)
+
+
+def test_a_missing_chromium_fails_the_browser_test_rather_than_skipping_it(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {key: value for key, value in os.environ.items() if key != "ENGRAM_SKIP_BROWSER_TESTS"}
+    env["ENGRAM_CHROMIUM"] = str(tmp_path / "no-chromium-here")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_console_browser.py::test_sign_up_to_shared_memories_in_a_browser",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "need chromium" in result.stdout
+    assert "skipped" not in result.stdout.splitlines()[-1]
