@@ -123,7 +123,8 @@ def route_of(request: HttpRequest) -> str:
             match = resolve(request.path_info, getattr(request, "urlconf", None))
         except Resolver404:
             return UNMATCHED_ROUTE
-    return match.route or UNMATCHED_ROUTE
+    # The landing page's pattern is the empty string.
+    return match.route or "/"
 
 
 def request_log_fields(

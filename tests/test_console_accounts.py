@@ -174,3 +174,13 @@ def test_cookies_are_secure_when_debug_is_off(settings: Any) -> None:
     assert settings.DEBUG is False
     assert settings.SESSION_COOKIE_SECURE and settings.CSRF_COOKIE_SECURE
     assert settings.SESSION_COOKIE_HTTPONLY
+
+
+def test_the_landing_page_is_logged_under_its_own_route(
+    db: None, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="engram.requests"):
+        client.get("/")
+        client.get("/no/such/page")
+    routes = [record.route for record in caplog.records if hasattr(record, "route")]
+    assert routes == ["/", "unmatched"]
