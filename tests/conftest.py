@@ -32,6 +32,23 @@ from tenants.permissions import DEFAULT_KEY_SCOPES
 _DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_serialized_rollback"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every transactional test restores the migrated database by serialized rollback.
+
+    A transactional test ends by flushing the database. Without serialized rollback that
+    flush re-creates content types (post_migrate), and a later test that does restore the
+    serialized database then collides with them. Restoring for all of them keeps one rule.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        transactional = marker is not None and marker.kwargs.get("transaction")
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if transactional or fixtures & {"transactional_db", "live_server"}:
+            kwargs = dict(marker.kwargs) if marker is not None else {}
+            kwargs.update(transaction=True, serialized_rollback=True)
+            item.add_marker(pytest.mark.django_db(**kwargs), append=False)
+
+
 @pytest.fixture(scope="session")
 def template_dir(tmp_path_factory: pytest.TempPathFactory, django_db_blocker: Any) -> Path:
     """The migrated tenant template, built once per session and copied into each test."""

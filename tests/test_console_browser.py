@@ -198,7 +198,9 @@ def test_sign_up_to_shared_memories_in_a_browser(browser: Any, live_server: Any)
 
 def test_a_missing_chromium_fails_the_browser_test_rather_than_skipping_it(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
-    env = {key: value for key, value in os.environ.items() if key != "ENGRAM_SKIP_BROWSER_TESTS"}
+    # The embedded default: this run is about chromium, and must not share this run's databases.
+    dropped = {"ENGRAM_SKIP_BROWSER_TESTS", "DATABASE_URL", "REDIS_URL"}
+    env = {key: value for key, value in os.environ.items() if key not in dropped}
     env["ENGRAM_CHROMIUM"] = str(tmp_path / "no-chromium-here")
     result = subprocess.run(
         [
