@@ -1,7 +1,7 @@
 """Load: a mixed workload over 1,000 tenants of 1,000 memories each vs the same on one tenant.
 
     .venv/bin/python bench/load.py [--tenants 1000] [--memories 1000] [--seconds 120]
-                                   [--connections 4] [--workers 4] [--warmup 30]
+                                   [--connections 4] [--workers 4] [--warmup 60]
 
 One deployment (a fresh control plane and data directory), gunicorn with `--workers` sync
 workers (default 4 = 2 per core, as gunicorn.conf.py chooses in production: a request is short
@@ -101,7 +101,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memories", type=int, default=1000, help="per tenant")
     parser.add_argument("--seconds", type=float, default=120.0, help="per workload, in total")
     parser.add_argument("--slices", type=int, default=8, help="alternating slices")
-    parser.add_argument("--warmup", type=float, default=30.0, help="over all tenants")
+    parser.add_argument("--warmup", type=float, default=60.0, help="over all tenants")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=20261122)

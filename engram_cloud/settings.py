@@ -209,7 +209,14 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Room for every tenant's counters: the default (300 entries) would evict them past a
+    # hundred tenants and send each request back to the rollups.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "OPTIONS": {"MAX_ENTRIES": env_int("ENGRAM_LOCAL_CACHE_ENTRIES", 50_000)},
+        }
+    }
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -284,7 +291,7 @@ ENGRAM_OPENAI_EMBEDDINGS_TIMEOUT_SECONDS = env_int("ENGRAM_OPENAI_EMBEDDINGS_TIM
 # Longest a keyword query may run before it is cut short.
 ENGRAM_SEARCH_TIME_BUDGET_MS = env_int("ENGRAM_SEARCH_TIME_BUDGET_MS", 250)
 # Vectors of recently searched tenants kept in memory, per process.
-ENGRAM_VECTOR_CACHE_MB = env_int("ENGRAM_VECTOR_CACHE_MB", 256)
+ENGRAM_VECTOR_CACHE_MB = env_int("ENGRAM_VECTOR_CACHE_MB", 128)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.PrincipalAuthentication"],

@@ -175,13 +175,38 @@ class Vocabulary:
         self._words: dict[Path, tuple[float, list[str], frozenset[str]]] = {}
         self._lock = threading.Lock()
 
-    def words(self) -> tuple[list[str], frozenset[str]]:
+    def _cached(self) -> tuple[float, list[str], frozenset[str]] | None:
         path = current_database_path()
         assert path is not None, "bind a tenant database first"
         with self._lock:
             cached = self._words.get(path)
         if cached is not None and time.monotonic() - cached[0] < self.REFRESH_SECONDS:
+            return cached
+        return None
+
+    def unknown(self, terms: list[str]) -> list[str]:
+        """Which of these terms the tenant never used: a few index lookups unless cached.
+
+        Most queries use known words, so the whole vocabulary is read only for a typo.
+        """
+        cached = self._cached()
+        if cached is not None:
+            return [term for term in terms if term not in cached[2]]
+        if not terms:
+            return []
+        placeholders = ", ".join(["%s"] * len(terms))
+        with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+            cursor.execute(
+                f"SELECT term FROM memories_words_vocab WHERE term IN ({placeholders})", terms
+            )
+            known = {row[0] for row in cursor.fetchall()}
+        return [term for term in terms if term not in known]
+
+    def words(self) -> tuple[list[str], frozenset[str]]:
+        cached = self._cached()
+        if cached is not None:
             return cached[1], cached[2]
+        path = current_database_path()
         with connections[DATA_PLANE_ALIAS].cursor() as cursor:
             cursor.execute("SELECT term FROM memories_words_vocab")
             words = [row[0] for row in cursor.fetchall()]
@@ -202,11 +227,12 @@ vocabulary = Vocabulary()
 
 def corrections_for(terms: list[str]) -> dict[str, list[str]]:
     """For each term the tenant never used, its known words within edit distance 2."""
-    words, known = vocabulary.words()
+    unknown = vocabulary.unknown([term for term in terms if len(term) >= 4])
+    if not unknown:
+        return {}
+    words, _ = vocabulary.words()
     corrections: dict[str, list[str]] = {}
-    for term in terms:
-        if term in known or len(term) < 4:
-            continue
+    for term in unknown:
         # Short words tolerate one edit, longer ones two (Damerau: a swap is one edit).
         allowed = 1 if len(term) < 6 else FUZZY_MAX_DISTANCE
         candidates = process.extract(

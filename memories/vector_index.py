@@ -155,24 +155,44 @@ class VectorCache:
                 self._entries.popitem(last=False)
 
 
-def _load(entry: TenantVectors, cursor: object, memory_ids: Sequence[int] | None) -> None:
+def _load_all(entry: TenantVectors, cursor: object) -> None:
+    """Replace the entry's vectors with every stored one: one array built from all the blobs.
+
+    A tenant's first search in this process pays for this, so it is kept to a few array
+    operations rather than a Python step per vector.
+    """
     table = MemoryEmbedding._meta.db_table
-    if memory_ids is None:
-        cursor.execute(f"SELECT memory_id, vector FROM {table} WHERE model = %s", [entry.model])
-    else:
-        placeholders = ", ".join(["%s"] * len(memory_ids))
-        cursor.execute(
-            f"SELECT memory_id, vector FROM {table} "
-            f"WHERE model = %s AND memory_id IN ({placeholders})",
-            [entry.model, *memory_ids],
-        )
+    cursor.execute(f"SELECT memory_id, vector FROM {table} WHERE model = %s", [entry.model])
+    width = entry.dimension * np.dtype(np.float32).itemsize
+    rows = [(memory_id, blob) for memory_id, blob in cursor.fetchall() if len(blob) == width]
+    count = len(rows)
+    ids = np.full(max(16, count), -1, dtype=np.int64)
+    matrix = np.zeros((len(ids), entry.dimension), dtype=np.float32)
+    if count:
+        ids[:count] = [memory_id for memory_id, _ in rows]
+        packed = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
+        matrix[:count] = packed.reshape(count, entry.dimension)
+    entry.ids, entry.matrix, entry.count, entry.free = ids, matrix, count, []
+    entry.rows = dict(zip(ids[:count].tolist(), range(count), strict=True))
+    if entry.document_frequency is not None:
+        entry.document_frequency = np.count_nonzero(matrix[:count], axis=0).astype(np.int64)
+
+
+def _load(entry: TenantVectors, cursor: object, memory_ids: Sequence[int]) -> None:
+    """Bring these memories' vectors up to date (a vector gone → its row freed)."""
+    table = MemoryEmbedding._meta.db_table
+    placeholders = ", ".join(["%s"] * len(memory_ids))
+    cursor.execute(
+        f"SELECT memory_id, vector FROM {table} WHERE model = %s AND memory_id IN ({placeholders})",
+        [entry.model, *memory_ids],
+    )
     found = set()
     for memory_id, blob in cursor.fetchall():
         vector = np.frombuffer(blob, dtype=np.float32)
         if vector.shape == (entry.dimension,):
             entry.put(memory_id, vector)
             found.add(memory_id)
-    for memory_id in set(memory_ids or ()) - found:
+    for memory_id in set(memory_ids) - found:
         entry.drop(memory_id)
 
 
@@ -183,7 +203,7 @@ def _catch_up(entry: TenantVectors) -> None:
         if newest == entry.last_seq:
             return
         if entry.last_seq == 0 or entry.last_seq < oldest - 1:
-            _load(entry, cursor, None)
+            _load_all(entry, cursor)
         else:
             cursor.execute(
                 "SELECT DISTINCT memory_id FROM memories_change WHERE seq > %s",
