@@ -20,7 +20,14 @@ from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants.authentication import TenantRef
 
 
-def quota_exceeded(metric: str, current: int, limit: int, **details: object) -> ApiError:
+def upgrade_url(tenant: TenantRef) -> str:
+    """Where to raise the limit: the workspace's billing page unless ENGRAM_UPGRADE_URL says."""
+    return settings.ENGRAM_UPGRADE_URL.replace("{slug}", tenant.slug)
+
+
+def quota_exceeded(
+    tenant: TenantRef, metric: str, current: int, limit: int, **details: object
+) -> ApiError:
     QUOTA_EXCEEDED.inc()
     return ApiError(
         402,
@@ -29,7 +36,7 @@ def quota_exceeded(metric: str, current: int, limit: int, **details: object) -> 
         metric=metric,
         current=current,
         limit=limit,
-        upgrade_url=settings.ENGRAM_UPGRADE_URL,
+        upgrade_url=upgrade_url(tenant),
         **details,
     )
 
@@ -45,7 +52,7 @@ def check_request_quotas(tenant: TenantRef, group: str) -> None:
             continue
         current = month_usage(str(tenant.id), metric)
         if current >= limit:
-            raise quota_exceeded(f"{metric}_per_month", current, limit)
+            raise quota_exceeded(tenant, f"{metric}_per_month", current, limit)
 
 
 def require_search_quota(tenant: TenantRef) -> None:
@@ -54,7 +61,7 @@ def require_search_quota(tenant: TenantRef) -> None:
     if limit is not None:
         current = month_usage(str(tenant.id), "searches")
         if current >= limit:
-            raise quota_exceeded("searches_per_month", current, limit)
+            raise quota_exceeded(tenant, "searches_per_month", current, limit)
 
 
 def stored_memories() -> int:
@@ -75,8 +82,8 @@ def require_capacity(tenant: TenantRef, adding: int = 1) -> None:
     if plan.max_memories is not None:
         current = stored_memories()
         if current + adding > plan.max_memories:
-            raise quota_exceeded("memories", current, plan.max_memories)
+            raise quota_exceeded(tenant, "memories", current, plan.max_memories)
     if plan.max_storage_bytes is not None:
         used = storage_bytes()
         if used >= plan.max_storage_bytes:
-            raise quota_exceeded("storage_bytes", used, plan.max_storage_bytes)
+            raise quota_exceeded(tenant, "storage_bytes", used, plan.max_storage_bytes)
