@@ -322,7 +322,7 @@ def stage_costs(key: str, count: int) -> list[list[Any]]:
         ),
         (
             "check_request_quotas (plan cache + 1 cache GET)",
-            lambda: check_request_quotas(tenant, "reads"),
+            lambda: check_request_quotas(tenant, "writes", "POST"),
         ),
         ("usage.record (RPUSH + INCR of the month's counter)", record),
         ("alternative: token bucket + counter GET, 1 pipelined trip", check_in_one_trip),

@@ -41,10 +41,18 @@ def quota_exceeded(
     )
 
 
-def check_request_quotas(tenant: TenantRef, group: str) -> None:
-    """Before a request is handled: its monthly API calls, and searches for a search."""
+# Reads (exports included) are never refused by the monthly API-call quota: a workspace over
+# it, after a downgrade say, can still read and take its data out.
+UNMETERED_BY_QUOTA = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_request_quotas(tenant: TenantRef, group: str, method: str) -> None:
+    """Before a request is handled: its monthly API calls (not for reads), and searches
+    for a search."""
     plan = plans.get(tenant.plan_code)
-    checks = [("api_calls", plan.max_api_calls_per_month)]
+    checks = []
+    if method not in UNMETERED_BY_QUOTA:
+        checks.append(("api_calls", plan.max_api_calls_per_month))
     if group == "search":
         checks.append(("searches", plan.max_searches_per_month))
     for metric, limit in checks:

@@ -290,6 +290,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BEAT_SCHEDULE = {
     "flush-usage": {"task": "billing.tasks.flush_usage", "schedule": 10.0},
     "end-billing-grace": {"task": "billing.tasks.end_billing_grace", "schedule": 3600.0},
+    "report-usage-to-stripe": {"task": "billing.tasks.report_usage_to_stripe", "schedule": 3600.0},
+    "reconcile-stripe-usage": {"task": "billing.tasks.reconcile_stripe_usage", "schedule": 86400.0},
 }
 
 # --- JWT (console users and SDKs) ---------------------------------------------------------------
