@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -200,6 +200,9 @@ class RedisBuffer:
             except Exception:
                 logger.exception("sending usage events failed")
                 sent = False
+            finally:
+                # Seeding a counter reads the control plane: don't keep this thread's connection.
+                connections.close_all()
             # Redis down: retry once a second, not twenty times.
             interval = settings.ENGRAM_USAGE_SEND_MS / 1000 if sent else 1.0
 
@@ -352,8 +355,6 @@ class BackgroundFlusher:
             except Exception:
                 logger.exception("background usage flush failed")
             finally:
-                from django.db import connections
-
                 connections.close_all()
 
 
