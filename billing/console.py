@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 import stripe
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -43,7 +42,6 @@ def _billing_page(request: HttpRequest, workspace: Workspace, template: str) -> 
         "upgrades": upgrades if billing_enabled() else [],
         "past_due": billing is not None and billing.status == BillingStatus.PAST_DUE,
         "has_customer": billing is not None and bool(billing.stripe_customer_id),
-        "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
     }
     return render_page(request, workspace, template, context)
 

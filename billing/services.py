@@ -161,7 +161,8 @@ def apply_subscription(
                     "grace_until": billing.grace_until.isoformat() if billing.grace_until else None,
                 },
             )
-        change_plan(tenant, derived_plan(billing, now), reason=reason)
+        if billing.status != BillingStatus.NONE:  # an incomplete first checkout decides nothing
+            change_plan(tenant, derived_plan(billing, now), reason=reason)
     return billing
 
 
