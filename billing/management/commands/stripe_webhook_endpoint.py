@@ -49,17 +49,17 @@ class Command(BaseCommand):
         if options["local"]:
             if not settings.STRIPE_WEBHOOK_SECRET:
                 raise CommandError("--local needs STRIPE_WEBHOOK_SECRET.")
-            data: dict[str, Any] = {
-                "id": f"we_local_{endpoint_uuid.hex[:16]}",
-                "object": "webhook_endpoint",
-                "url": url,
-                "enabled_events": EVENTS,
-                "metadata": {"djstripe_uuid": str(endpoint_uuid)},
-                "status": "enabled",
-                "api_version": djstripe_settings.STRIPE_API_VERSION,
-                "secret": settings.STRIPE_WEBHOOK_SECRET,
-                "livemode": settings.STRIPE_SECRET_KEY.startswith("sk_live_"),
-            }
+            WebhookEndpoint.objects.create(
+                id=f"we_local_{endpoint_uuid.hex[:16]}",
+                url=url,
+                enabled_events=EVENTS,
+                metadata={"djstripe_uuid": str(endpoint_uuid)},
+                status="enabled",
+                api_version=djstripe_settings.STRIPE_API_VERSION,
+                secret=settings.STRIPE_WEBHOOK_SECRET,
+                djstripe_uuid=endpoint_uuid,
+                livemode=settings.STRIPE_SECRET_KEY.startswith("sk_live_"),
+            )
         else:
             if not billing_enabled():
                 raise CommandError("Billing is off: set STRIPE_SECRET_KEY (or use --local).")
@@ -73,7 +73,9 @@ class Command(BaseCommand):
                     api_key=settings.STRIPE_SECRET_KEY,
                 )
             )
-        endpoint = WebhookEndpoint.sync_from_stripe_data(data, api_key=settings.STRIPE_SECRET_KEY)
-        if endpoint.secret != data["secret"]:
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secret=data["secret"])
+            endpoint = WebhookEndpoint.sync_from_stripe_data(
+                data, api_key=settings.STRIPE_SECRET_KEY
+            )
+            if endpoint.secret != data["secret"]:
+                WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secret=data["secret"])
         self.stdout.write(url)
