@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from tenants.models import Membership, Tenant, TenantStatus
-from tenants.permissions import ROLE_SCOPES, Scope, grants, membership_scopes
+from tenants.permissions import Access, Scope, declare, grants, membership_scopes
 
 
 @dataclass
@@ -33,11 +33,6 @@ class Workspace:
     @functools.cached_property
     def scopes(self) -> frozenset[Scope]:
         return membership_scopes(self.membership, self.tenant.plan_id)
-
-    @property
-    def read_only(self) -> bool:
-        """Beyond the plan's member limit (billing.seats): reads only."""
-        return self.scopes != ROLE_SCOPES.get(self.role, frozenset())
 
     def can(self, action: Scope) -> bool:
         return grants(self.scopes, action)
@@ -74,7 +69,7 @@ def workspace_view(action: Scope = Scope.MEMORIES_READ) -> Callable[[View], View
                 raise PermissionDenied(f"Your role ({workspace.role}) does not allow this.")
             return view(request, workspace, **kwargs)
 
-        return wrapped
+        return declare(Access.WORKSPACE, action)(wrapped)
 
     return decorate
 
