@@ -176,3 +176,16 @@ def test_events_of_customers_we_do_not_know_are_ignored(
     assert fake_stripe.deliver_event(event) == 200
     assert plan_of(acme.tenant) == "free"
     assert not AuditEvent.objects.filter(action="billing.plan_changed").exists()
+
+
+def test_the_beat_schedules_the_billing_tasks(settings: Any) -> None:
+    from engram_cloud.celery import app
+
+    app.loader.import_default_modules()
+    schedule = {
+        entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()
+    }
+    assert schedule["billing.tasks.end_billing_grace"] == 3600.0
+    assert schedule["billing.tasks.report_usage_to_stripe"] == 3600.0
+    assert schedule["billing.tasks.reconcile_stripe_usage"] == 86400.0
+    assert set(schedule) <= set(app.tasks)
