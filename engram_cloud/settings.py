@@ -329,6 +329,8 @@ ENGRAM_BACKUP_DAILY_HOUR_UTC = env_int("ENGRAM_BACKUP_DAILY_HOUR_UTC", 3)
 ENGRAM_BACKUP_KEEP_HOURLY = env_int("ENGRAM_BACKUP_KEEP_HOURLY", 24)
 ENGRAM_BACKUP_KEEP_DAILY = env_int("ENGRAM_BACKUP_KEEP_DAILY", 14)
 ENGRAM_BACKUP_KEEP_WEEKLY = env_int("ENGRAM_BACKUP_KEEP_WEEKLY", 8)
+# A restore's maintenance marker expires after this long, even if the restore was killed.
+ENGRAM_RESTORE_MAX_SECONDS = env_int("ENGRAM_RESTORE_MAX_SECONDS", 900)
 
 # --- JWT (console users and SDKs) ---------------------------------------------------------------
 # Tokens are verified against the identity provider's JWKS; unset URL = JWTs are refused.
