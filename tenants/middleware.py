@@ -20,7 +20,7 @@ from billing.ratelimit import Counters, Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response
 from engram_cloud.metrics import RATE_LIMITED
 from mcp.jsonrpc import MCP_PATHS, api_error_response
-from memories.tenant_db import TenantDatabaseMissing, bind_tenant_database
+from memories.tenant_db import TenantDatabaseMissing, TenantInMaintenance, bind_tenant_database
 from tenants.authentication import Principal, TenantRef, authenticate
 from tenants.models import RESERVED_SLUGS, Membership, Tenant, TenantStatus
 from tenants.permissions import membership_scopes
@@ -126,6 +126,17 @@ class TenantApiMiddleware:
                 response = self.get_response(request)
         except ApiError as error:
             response = render_error(request, error)
+        except TenantInMaintenance as maintenance:
+            response = render_error(
+                request,
+                ApiError(
+                    503,
+                    "unavailable",
+                    "This tenant is in maintenance (a restore); retry shortly.",
+                    headers={"Retry-After": str(maintenance.retry_after)},
+                    retry_after=maintenance.retry_after,
+                ),
+            )
         except TenantDatabaseMissing:
             response = render_error(
                 request,
