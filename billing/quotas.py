@@ -1,12 +1,14 @@
 """Plan quotas: hard limits answered with 402 `quota_exceeded`, never with a 429.
 
 Monthly API calls and searches are checked on every request from the usage counters
-(billing/usage.py, one cache read each). Stored memories and storage bytes are checked where
-memories are added, inside the write transaction, from a trigger-kept counter in the tenant's
-own database and the size of its file.
+(billing/usage.py), read in the rate limiter's round trip to Redis (tenants/middleware.py).
+Stored memories and storage bytes are checked where memories are added, inside the write
+transaction, from a trigger-kept counter in the tenant's own database and the size of its file.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from django.conf import settings
 from django.db import connections
@@ -34,16 +36,25 @@ def quota_exceeded(metric: str, current: int, limit: int, **details: object) -> 
     )
 
 
-def check_request_quotas(tenant: TenantRef, group: str) -> None:
-    """Before a request is handled: its monthly API calls, and searches for a search."""
+def request_quotas(tenant: TenantRef, group: str) -> list[tuple[str, int]]:
+    """The monthly counters a request of `group` is checked against: (metric, limit)."""
     plan = plans.get(tenant.plan_code)
     checks = [("api_calls", plan.max_api_calls_per_month)]
     if group == "search":
         checks.append(("searches", plan.max_searches_per_month))
-    for metric, limit in checks:
-        if limit is None:
-            continue
-        current = month_usage(str(tenant.id), metric)
+    return [(metric, limit) for metric, limit in checks if limit is not None]
+
+
+def check_request_quotas(
+    tenant: TenantRef, group: str, known: Mapping[str, int | None] | None = None
+) -> None:
+    """Before a request is handled: its monthly API calls, and searches for a search.
+
+    `known` holds counters just read from the cache (None where it had none: read and seeded
+    here).
+    """
+    for metric, limit in request_quotas(tenant, group):
+        current = month_usage(str(tenant.id), metric, known=(known or {}).get(metric))
         if current >= limit:
             raise quota_exceeded(f"{metric}_per_month", current, limit)
 

@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -42,6 +43,9 @@ class Decision:
     allowed: bool
     remaining: int
     retry_after: int  # seconds until a token is available (0 when allowed)
+    # Values of the keys read in the same round trip (see `take_token`); None where missing
+    # or when the bucket is not in Redis.
+    read: tuple[int | None, ...] = ()
 
     def headers(self) -> dict[str, str]:
         """IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers)."""
@@ -67,7 +71,8 @@ def route_group(method: str, path: str) -> str:
     return "reads" if method in ("GET", "HEAD", "OPTIONS") else "writes"
 
 
-# Returns {allowed (0/1), tokens left (string: Lua numbers round-trip badly)}.
+# Returns {allowed (0/1), tokens left (string: Lua numbers round-trip badly), then the value of
+# each further key (the month's usage counters the quotas need: one round trip for both)}.
 TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -84,7 +89,11 @@ if tokens >= 1 then
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
-return {allowed, tostring(tokens)}
+local result = {allowed, tostring(tokens)}
+for i = 2, #KEYS do
+  result[#result + 1] = redis.call('GET', KEYS[i])
+end
+return result
 """
 
 
@@ -92,13 +101,24 @@ class RedisBuckets:
     def __init__(self) -> None:
         self._script = None
 
-    def take(self, key: str, limit: Limit) -> tuple[bool, float]:
+    def take(
+        self, key: str, limit: Limit, read: Sequence[str] = ()
+    ) -> tuple[bool, float, tuple[int | None, ...]]:
         if self._script is None:
             from django_redis import get_redis_connection
 
             self._script = get_redis_connection("default").register_script(TOKEN_BUCKET_LUA)
-        allowed, tokens = self._script(keys=[key], args=[limit.per_second, limit.burst])
-        return bool(int(allowed)), float(tokens)
+        allowed, tokens, *values = self._script(
+            keys=[key, *read], args=[limit.per_second, limit.burst]
+        )
+        return bool(int(allowed)), float(tokens), tuple(_integer(value) for value in values)
+
+
+def _integer(value: bytes | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 class LocalBuckets:
@@ -106,7 +126,9 @@ class LocalBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, key: str, limit: Limit) -> tuple[bool, float]:
+    def take(
+        self, key: str, limit: Limit, read: Sequence[str] = ()
+    ) -> tuple[bool, float, tuple[int | None, ...]]:
         now = time.monotonic()
         with self._lock:
             tokens, at = self._buckets.get(key, (float(limit.burst), now))
@@ -115,7 +137,7 @@ class LocalBuckets:
             if allowed:
                 tokens -= 1
             self._buckets[key] = (tokens, now)
-        return allowed, tokens
+        return allowed, tokens, (None,) * len(read)
 
     def clear(self) -> None:
         with self._lock:
@@ -126,15 +148,22 @@ local_buckets = LocalBuckets()
 redis_buckets = RedisBuckets()
 
 
-def take_token(tenant_id: str, group: str, limit: Limit) -> Decision:
+def take_token(tenant_id: str, group: str, limit: Limit, read: Sequence[str] = ()) -> Decision:
+    """Take a token from the tenant's bucket for `group`.
+
+    `read` names Redis keys to read in the same round trip (the decision's `read` holds their
+    values), so the request pipeline pays one trip to Redis before the view, not two.
+    """
     key = f"engram:ratelimit:{tenant_id}:{group}"
     try:
         buckets = redis_buckets if settings.REDIS_URL else local_buckets
-        allowed, tokens = buckets.take(key, limit)
+        allowed, tokens, values = buckets.take(key, limit, read)
     except Exception:
         # Fail open: a rate limiter outage must not become an API outage.
         RATE_LIMIT_BACKEND_ERRORS.inc()
         logger.warning("rate limiter unavailable; serving without a limit", exc_info=True)
         return Decision(group, limit, allowed=True, remaining=limit.burst, retry_after=0)
     retry_after = 0 if allowed else math.ceil((1 - tokens) / limit.per_second)
-    return Decision(group, limit, allowed, remaining=int(tokens), retry_after=retry_after)
+    return Decision(
+        group, limit, allowed, remaining=int(tokens), retry_after=retry_after, read=values
+    )

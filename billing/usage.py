@@ -16,10 +16,12 @@ when missing, so checking a quota costs one cache read, never a COUNT over usage
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -28,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 REDIS_KEY = "engram:usage:events"
 FLUSH_LOCK = "engram:usage:flush-lock"
 METRICS = ("api_calls", "searches", "memories_created")
+QUOTA_METRICS = ("api_calls", "searches")  # counted per month in the cache, for quotas
 
 
 def make_event(
@@ -92,41 +95,135 @@ class LocalBuffer:
         return len(self._events)
 
 
+# Appends the events (ARGV[1] of them, then their bodies) and adds the amounts that follow to
+# the month's counters that exist (KEYS[2..]), in one round trip; returns the positions
+# (1-based) of the counters that were missing, for the caller to seed from the rollups.
+SEND_LUA = """
+local events = tonumber(ARGV[1])
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 2, events + 1))
+local missing = {}
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], ARGV[events + i])
+  else
+    missing[#missing + 1] = i - 1
+  end
+end
+return missing
+"""
+
+CounterKey = tuple[str, str, str]  # tenant id, metric, month (YYYY-MM)
+
+
 class RedisBuffer:
-    """A Redis list; events that cannot reach Redis wait in `pending` and are sent first."""
+    """A Redis list, fed by each process's outbox.
+
+    A request adds its event and its counter increments to the process's outbox and does not
+    wait for Redis: a daemon thread sends the outbox every ENGRAM_USAGE_SEND_MS in one round
+    trip (a Lua script), as does every flush and the process's exit. If Redis is unreachable
+    the outbox keeps everything and the next send retries it. `unsent` lets quota checks add
+    what this process has counted but not sent yet.
+    """
 
     def __init__(self) -> None:
-        self.pending = LocalBuffer()
+        self._events: list[str] = []
+        self._counters: dict[CounterKey, int] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._script: Any = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
 
     def _redis(self) -> Any:
         from django_redis import get_redis_connection
 
         return get_redis_connection("default")
 
+    def add(self, event: str, counters: dict[CounterKey, int]) -> None:
+        with self._lock:
+            self._events.append(event)
+            for key, amount in counters.items():
+                self._counters[key] = self._counters.get(key, 0) + amount
+        self._ensure_sender()
+
+    def unsent(self, tenant_id: str, metric: str, month: str) -> int:
+        return self._counters.get((tenant_id, metric, month), 0)
+
+    def pending(self) -> int:
+        """Events kept in this process (not in Redis yet)."""
+        return len(self._events)
+
+    def send(self) -> bool:
+        """Send the outbox in one round trip; False (everything kept) if Redis is unreachable."""
+        with self._send_lock:
+            with self._lock:
+                events, counters = self._events, self._counters
+                self._events, self._counters = [], {}
+            if not events and not counters:
+                return True
+            keys = list(counters)
+            try:
+                redis = self._redis()
+                if self._script is None:
+                    self._script = redis.register_script(SEND_LUA)
+                missing = self._script(
+                    keys=[REDIS_KEY, *(_cache_key(*key) for key in keys)],
+                    args=[len(events), *events, *(counters[key] for key in keys)],
+                    client=redis,
+                )
+            except Exception:
+                logger.warning("usage buffer unreachable; keeping the events in the process")
+                with self._lock:
+                    self._events[:0] = events
+                    for key, amount in counters.items():
+                        self._counters[key] = self._counters.get(key, 0) + amount
+                return False
+        for position in missing:
+            _seed_and_add(*keys[int(position) - 1], counters[keys[int(position) - 1]])
+        return True
+
+    def _ensure_sender(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, daemon=True, name="usage-send")
+                self._thread.start()
+
+    def _run(self) -> None:
+        interval = settings.ENGRAM_USAGE_SEND_MS / 1000
+        while True:
+            time.sleep(interval)
+            try:
+                sent = self.send()
+            except Exception:
+                logger.exception("sending usage events failed")
+                sent = False
+            finally:
+                # Seeding a counter reads the control plane: don't keep this thread's connection.
+                connections.close_all()
+            # Redis down: retry once a second, not twenty times.
+            interval = settings.ENGRAM_USAGE_SEND_MS / 1000 if sent else 1.0
+
     def push(self, event: str) -> None:
-        try:
-            redis = self._redis()
-            waiting = self.pending.peek(10_000)
-            if waiting:
-                redis.rpush(REDIS_KEY, *waiting)
-                self.pending.remove(len(waiting))
-            redis.rpush(REDIS_KEY, event)
-        except Exception:
-            logger.warning("usage buffer unreachable; keeping the event in the process")
-            self.pending.push(event)
+        self.add(event, {})
 
     def peek(self, count: int) -> list[str]:
+        """The oldest events in Redis, after sending this process's outbox."""
+        self.send()
         return [item.decode() for item in self._redis().lrange(REDIS_KEY, 0, count - 1)]
 
     def remove(self, count: int) -> None:
         self._redis().ltrim(REDIS_KEY, count, -1)
 
     def __len__(self) -> int:
-        return int(self._redis().llen(REDIS_KEY))
+        return int(self._redis().llen(REDIS_KEY)) + self.pending()
 
 
 local_buffer = LocalBuffer()
 redis_buffer = RedisBuffer()
+atexit.register(redis_buffer.send)
 
 
 def buffer() -> LocalBuffer | RedisBuffer:
@@ -134,11 +231,24 @@ def buffer() -> LocalBuffer | RedisBuffer:
 
 
 def record(event: dict[str, Any]) -> None:
-    """Buffer one request's event and count it towards this month's quotas."""
-    buffer().push(json.dumps(event))
-    count_towards_quotas(event["tenant_id"], event)
-    if not settings.REDIS_URL and settings.ENGRAM_USAGE_FLUSH_SECONDS > 0:
-        background_flusher.ensure_running()
+    """Buffer one request's event and count it towards this month's quotas.
+
+    With Redis both go into the process's outbox, sent within ENGRAM_USAGE_SEND_MS; without
+    it, into the process's buffer and cache.
+    """
+    if not settings.REDIS_URL:
+        local_buffer.push(json.dumps(event))
+        count_towards_quotas(event["tenant_id"], event)
+        if settings.ENGRAM_USAGE_FLUSH_SECONDS > 0:
+            background_flusher.ensure_running()
+        return
+    month = _month(dt.datetime.fromisoformat(event["created_at"]))
+    counters = {
+        (event["tenant_id"], metric, month): event[metric]
+        for metric in QUOTA_METRICS
+        if event[metric]
+    }
+    redis_buffer.add(json.dumps(event), counters)
 
 
 # --- Flushing ------------------------------------------------------------------------------------
@@ -245,8 +355,6 @@ class BackgroundFlusher:
             except Exception:
                 logger.exception("background usage flush failed")
             finally:
-                from django.db import connections
-
                 connections.close_all()
 
 
@@ -260,8 +368,25 @@ def _month_start(now: dt.datetime) -> dt.date:
     return now.astimezone(dt.UTC).date().replace(day=1)
 
 
-def _counter_key(tenant_id: str, metric: str, now: dt.datetime) -> str:
-    return f"engram:usage:{tenant_id}:{_month_start(now):%Y-%m}:{metric}"
+def _month(now: dt.datetime) -> str:
+    return f"{_month_start(now):%Y-%m}"
+
+
+def _counter_key(tenant_id: str, metric: str, month: str) -> str:
+    return f"engram:usage:{tenant_id}:{month}:{metric}"
+
+
+def _cache_key(tenant_id: str, metric: str, month: str) -> str:
+    """The counter's key in Redis, as the cache stores it."""
+    return cache.make_key(_counter_key(tenant_id, metric, month))
+
+
+def counter_keys(
+    tenant_id: str, metrics: Sequence[str], now: dt.datetime | None = None
+) -> list[str]:
+    """The Redis keys of the month's counters (as the cache stores them), for scripts."""
+    month = _month(now or timezone.now())
+    return [_cache_key(str(tenant_id), metric, month) for metric in metrics]
 
 
 def _month_total_from_rollups(tenant_id: str, metric: str, now: dt.datetime) -> int:
@@ -271,35 +396,47 @@ def _month_total_from_rollups(tenant_id: str, metric: str, now: dt.datetime) -> 
     return int(total or 0)
 
 
-def month_usage(tenant_id: str, metric: str, now: dt.datetime | None = None) -> int:
-    """This month's count, from the cache; from the rollups if the cache has none or is down."""
+def month_usage(
+    tenant_id: str, metric: str, now: dt.datetime | None = None, known: int | None = None
+) -> int:
+    """This month's count: the cache's counter (or `known`, a value of it just read) plus what
+    this process has not sent yet; from the rollups if the cache has none or is down."""
     now = now or timezone.now()
-    key = _counter_key(str(tenant_id), metric, now)
-    try:
-        value = cache.get(key)
-    except Exception:
-        logger.warning("quota counters unavailable; reading the rollups", exc_info=True)
-        return _month_total_from_rollups(str(tenant_id), metric, now)
+    month = _month(now)
+    tenant_id = str(tenant_id)
+    value: Any = known
     if value is None:
-        value = _month_total_from_rollups(str(tenant_id), metric, now)
-        with contextlib.suppress(Exception):
-            cache.add(key, value, timeout=40 * 24 * 3600)
-    return int(value)
+        key = _counter_key(tenant_id, metric, month)
+        try:
+            value = cache.get(key)
+        except Exception:
+            logger.warning("quota counters unavailable; reading the rollups", exc_info=True)
+            value = _month_total_from_rollups(tenant_id, metric, now)
+            return int(value) + redis_buffer.unsent(tenant_id, metric, month)
+        if value is None:
+            value = _month_total_from_rollups(tenant_id, metric, now)
+            with contextlib.suppress(Exception):
+                cache.add(key, value, timeout=40 * 24 * 3600)
+    return int(value) + redis_buffer.unsent(tenant_id, metric, month)
+
+
+def _seed_and_add(tenant_id: str, metric: str, month: str, amount: int) -> None:
+    """A counter missing from the cache (new month, evicted, Redis restarted): seed it from the
+    rollups, then add `amount`."""
+    key = _counter_key(tenant_id, metric, month)
+    try:
+        if cache.get(key) is None:
+            start = dt.datetime.strptime(f"{month}-01", "%Y-%m-%d").replace(tzinfo=dt.UTC)
+            total = _month_total_from_rollups(tenant_id, metric, start)
+            cache.add(key, total, timeout=40 * 24 * 3600)
+        cache.incr(key, amount)
+    except Exception:
+        logger.warning("quota counter unavailable", exc_info=True)
 
 
 def count_towards_quotas(tenant_id: str, event: dict[str, Any]) -> None:
-    now = dt.datetime.fromisoformat(event["created_at"])
-    for metric in ("api_calls", "searches"):
-        amount = event[metric]
-        if not amount:
-            continue
-        key = _counter_key(str(tenant_id), metric, now)
-        try:
-            cache.incr(key, amount)
-        except ValueError:
-            # Missing (new month, evicted, Redis restarted): seed it from the rollups.
-            month_usage(tenant_id, metric, now)
-            with contextlib.suppress(ValueError):
-                cache.incr(key, amount)
-        except Exception:
-            logger.warning("quota counter unavailable", exc_info=True)
+    """The embedded default's counters (in the process's cache)."""
+    month = _month(dt.datetime.fromisoformat(event["created_at"]))
+    for metric in QUOTA_METRICS:
+        if event[metric]:
+            _seed_and_add(str(tenant_id), metric, month, event[metric])

@@ -255,6 +255,9 @@ ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/billing/")
 # The embedded default flushes buffered usage events from each process this often (0: never;
 # with REDIS_URL the Celery beat task flushes instead).
 ENGRAM_USAGE_FLUSH_SECONDS = env_int("ENGRAM_USAGE_FLUSH_SECONDS", 5)
+# With Redis, each process sends its requests' usage events to Redis this often, in one round
+# trip, instead of one trip per request (an event waits at most this long in the process).
+ENGRAM_USAGE_SEND_MS = env_int("ENGRAM_USAGE_SEND_MS", 50)
 # Off: /v1 requests skip rate limiting, quota checks and metering (the gateway stages of
 # tenants.middleware). For benchmarks (bench/gateway.py) and emergencies; on in production.
 ENGRAM_GATEWAY_ENABLED = env_bool("ENGRAM_GATEWAY_ENABLED", True)

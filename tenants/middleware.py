@@ -7,7 +7,7 @@ behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from django.conf import settings
@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 
 from billing import usage
 from billing.plans import rate_limit_for
-from billing.quotas import check_request_quotas
+from billing.quotas import check_request_quotas, request_quotas
 from billing.ratelimit import Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response
 from engram_cloud.metrics import RATE_LIMITED
@@ -113,8 +113,12 @@ class TenantApiMiddleware:
             check_tenant_status(tenant)
             request.principal, request.tenant = principal, tenant
             if settings.ENGRAM_GATEWAY_ENABLED:
-                decision = enforce_rate_limit(tenant, group)
-                check_request_quotas(tenant, group)
+                # One round trip to Redis: the token bucket's script also reads the month's
+                # counters the quotas need. A 402 still carries the RateLimit headers.
+                metrics = [metric for metric, _ in request_quotas(tenant, group)]
+                decision = enforce_rate_limit(tenant, group, usage.counter_keys(tenant.id, metrics))
+                known = dict(zip(metrics, decision.read, strict=False)) if decision else None
+                check_request_quotas(tenant, group, known)
             # What the handler adds (searches made, memories created) for metering.
             request.usage = {"searches": 1 if group == "search" else 0, "memories_created": 0}
             handled = True
@@ -149,11 +153,11 @@ class TenantApiMiddleware:
         return response
 
 
-def enforce_rate_limit(tenant: TenantRef, group: str) -> Decision | None:
+def enforce_rate_limit(tenant: TenantRef, group: str, read: Sequence[str] = ()) -> Decision | None:
     limit = rate_limit_for(tenant)
     if limit is None:
         return None
-    decision = take_token(str(tenant.id), group, limit)
+    decision = take_token(str(tenant.id), group, limit, read)
     if not decision.allowed:
         RATE_LIMITED.inc()
         raise ApiError(

@@ -69,7 +69,8 @@ def usage_buffer_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(usage, "REDIS_KEY", f"{key}:usage")
     monkeypatch.setattr(usage, "FLUSH_LOCK", f"{key}:flush-lock")
     monkeypatch.setattr(usage, "local_buffer", usage.LocalBuffer())
-    monkeypatch.setattr(usage.redis_buffer, "pending", usage.LocalBuffer())
+    monkeypatch.setattr(usage.redis_buffer, "_events", [])
+    monkeypatch.setattr(usage.redis_buffer, "_counters", {})
     yield
 
 

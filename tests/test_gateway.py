@@ -126,6 +126,24 @@ def test_the_monthly_api_call_quota_is_a_402_never_a_429(alice_api):
     assert (body["metric"], body["current"], body["limit"]) == ("api_calls_per_month", 4, 4)
 
 
+def test_with_a_rate_limit_too_the_quotas_stop_at_exactly_their_limit(alice_api):
+    # The token bucket's trip to Redis also reads the month's counters: both stay exact.
+    set_plan(
+        max_api_calls_per_month=5, max_searches_per_month=2, requests_per_minute=600, burst=100
+    )
+    for n in range(2):
+        assert alice_api.post("/v1/search", {"query": "x"}).status_code == 200
+        assert alice_api.post("/v1/memories", {"content": f"m{n}"}).status_code == 201
+    body = assert_error(alice_api.post("/v1/search", {"query": "x"}), 402, "quota_exceeded")
+    assert (body["metric"], body["current"], body["limit"]) == ("searches_per_month", 2, 2)
+    assert alice_api.post("/v1/memories", {"content": "the fifth call"}).status_code == 201
+    body = assert_error(
+        alice_api.post("/v1/memories", {"content": "one too many"}), 402, "quota_exceeded"
+    )
+    assert (body["metric"], body["current"], body["limit"]) == ("api_calls_per_month", 5, 5)
+    assert "RateLimit" in alice_api.post("/v1/memories", {"content": "again"})
+
+
 def test_the_monthly_search_quota_stops_searches_but_not_reads(alice_api):
     set_plan(max_searches_per_month=2)
     for _ in range(2):
