@@ -71,47 +71,106 @@ def route_group(method: str, path: str) -> str:
     return "reads" if method in ("GET", "HEAD", "OPTIONS") else "writes"
 
 
-# Returns {allowed (0/1), tokens left (string: Lua numbers round-trip badly), then the value of
-# each further key (the month's usage counters the quotas need: one round trip for both)}.
+# A bucket larger than LEASE_SHARE tokens lends a worker up to burst / LEASE_SHARE tokens per
+# round trip (a lease), which the worker spends without asking Redis again, for at most
+# LEASE_SECONDS; what it did not spend goes back with its next trip. Tokens are only ever taken
+# from the bucket, so the limit is never exceeded; every plan's bucket is far smaller than
+# LEASE_SHARE and takes one token per request. A lease is also kept to a tenth of the room left
+# under each quota read with it, so a quota is checked exactly as it nears its limit.
+LEASE_SHARE = 1000
+LEASE_SECONDS = 1.0
+
+# KEYS: the bucket, then the month's usage counters the quotas need (read in the same trip).
+# ARGV: rate per second, burst, tokens wanted, tokens given back, then each counter's limit.
+# Returns {tokens granted (0: refused), tokens left (a string: Lua numbers round-trip badly),
+# then each counter's value}.
 TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate + tonumber(ARGV[4]))
+local values = {}
+for i = 2, #KEYS do
+  local value = redis.call('GET', KEYS[i])
+  values[i - 1] = value
+  if not value then
+    want = 1
+  else
+    want = math.min(want, math.floor((tonumber(ARGV[3 + i]) - tonumber(value)) / 10))
+  end
+end
+local granted = 0
 if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+  granted = math.max(1, math.min(want, math.floor(tokens)))
+  tokens = tokens - granted
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
-local result = {allowed, tostring(tokens)}
-for i = 2, #KEYS do
-  result[#result + 1] = redis.call('GET', KEYS[i])
-end
-return result
+return {granted, tostring(tokens), unpack(values, 1, #KEYS - 1)}
 """
+
+Counters = Sequence[tuple[str, int]]  # (Redis key of a usage counter, the quota's limit)
+Taken = tuple[bool, float, tuple[int | None, ...]]  # allowed, tokens left, counter values
+
+
+@dataclass
+class Lease:
+    tokens: int  # lent to this process, not spent yet
+    left: float  # what the bucket held after lending them
+    values: tuple[int | None, ...]  # the counters read with the lease
+    counters: tuple[str, ...]
+    expires: float
 
 
 class RedisBuckets:
     def __init__(self) -> None:
         self._script = None
+        self._leases: dict[str, Lease] = {}
+        self._lock = threading.Lock()
 
-    def take(
-        self, key: str, limit: Limit, read: Sequence[str] = ()
-    ) -> tuple[bool, float, tuple[int | None, ...]]:
+    def take(self, key: str, limit: Limit, counters: Counters = ()) -> Taken:
+        now = time.monotonic()
+        names = tuple(name for name, _ in counters)
+        with self._lock:
+            lease = self._leases.pop(key, None)
+            if lease and lease.tokens and now < lease.expires and lease.counters == names:
+                lease.tokens -= 1
+                self._leases[key] = lease
+                return True, lease.left + lease.tokens, lease.values
         if self._script is None:
             from django_redis import get_redis_connection
 
             self._script = get_redis_connection("default").register_script(TOKEN_BUCKET_LUA)
-        allowed, tokens, *values = self._script(
-            keys=[key, *read], args=[limit.per_second, limit.burst]
+        want = max(1, limit.burst // LEASE_SHARE)
+        granted, left, *values = self._script(
+            keys=[key, *names],
+            args=[
+                limit.per_second,
+                limit.burst,
+                want,
+                lease.tokens if lease else 0,
+                *(ceiling for _, ceiling in counters),
+            ],
         )
-        return bool(int(allowed)), float(tokens), tuple(_integer(value) for value in values)
+        granted = int(granted)
+        read = tuple(_integer(value) for value in values)
+        if granted > 1:
+            with self._lock:
+                if len(self._leases) > 10_000:
+                    self._leases = {k: v for k, v in self._leases.items() if v.expires > now}
+                self._leases[key] = Lease(
+                    granted - 1, float(left), read, names, now + LEASE_SECONDS
+                )
+        return granted > 0, float(left) + max(0, granted - 1), read
+
+    def clear(self) -> None:
+        with self._lock:
+            self._leases.clear()
 
 
 def _integer(value: bytes | None) -> int | None:
@@ -126,9 +185,7 @@ class LocalBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(
-        self, key: str, limit: Limit, read: Sequence[str] = ()
-    ) -> tuple[bool, float, tuple[int | None, ...]]:
+    def take(self, key: str, limit: Limit, counters: Counters = ()) -> Taken:
         now = time.monotonic()
         with self._lock:
             tokens, at = self._buckets.get(key, (float(limit.burst), now))
@@ -137,7 +194,7 @@ class LocalBuckets:
             if allowed:
                 tokens -= 1
             self._buckets[key] = (tokens, now)
-        return allowed, tokens, (None,) * len(read)
+        return allowed, tokens, (None,) * len(counters)
 
     def clear(self) -> None:
         with self._lock:
@@ -148,16 +205,17 @@ local_buckets = LocalBuckets()
 redis_buckets = RedisBuckets()
 
 
-def take_token(tenant_id: str, group: str, limit: Limit, read: Sequence[str] = ()) -> Decision:
+def take_token(tenant_id: str, group: str, limit: Limit, counters: Counters = ()) -> Decision:
     """Take a token from the tenant's bucket for `group`.
 
-    `read` names Redis keys to read in the same round trip (the decision's `read` holds their
-    values), so the request pipeline pays one trip to Redis before the view, not two.
+    `counters` names the usage counters (Redis keys, with their quota's limit) to read in the
+    same round trip: the decision's `read` holds their values, so the request pipeline pays
+    one trip to Redis before the view, not two (none while a lease lasts).
     """
     key = f"engram:ratelimit:{tenant_id}:{group}"
     try:
         buckets = redis_buckets if settings.REDIS_URL else local_buckets
-        allowed, tokens, values = buckets.take(key, limit, read)
+        allowed, tokens, values = buckets.take(key, limit, counters)
     except Exception:
         # Fail open: a rate limiter outage must not become an API outage.
         RATE_LIMIT_BACKEND_ERRORS.inc()

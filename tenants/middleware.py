@@ -7,7 +7,7 @@ behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 from django.conf import settings
@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from billing import usage
 from billing.plans import rate_limit_for
 from billing.quotas import check_request_quotas, request_quotas
-from billing.ratelimit import Decision, route_group, take_token
+from billing.ratelimit import Counters, Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response
 from engram_cloud.metrics import RATE_LIMITED
 from mcp.jsonrpc import MCP_PATHS, api_error_response
@@ -115,8 +115,11 @@ class TenantApiMiddleware:
             if settings.ENGRAM_GATEWAY_ENABLED:
                 # One round trip to Redis: the token bucket's script also reads the month's
                 # counters the quotas need. A 402 still carries the RateLimit headers.
-                metrics = [metric for metric, _ in request_quotas(tenant, group)]
-                decision = enforce_rate_limit(tenant, group, usage.counter_keys(tenant.id, metrics))
+                quotas = request_quotas(tenant, group)
+                metrics = [metric for metric, _ in quotas]
+                keys = usage.counter_keys(tenant.id, metrics)
+                counters = [(key, ceiling) for key, (_, ceiling) in zip(keys, quotas, strict=True)]
+                decision = enforce_rate_limit(tenant, group, counters)
                 known = dict(zip(metrics, decision.read, strict=False)) if decision else None
                 check_request_quotas(tenant, group, known)
             # What the handler adds (searches made, memories created) for metering.
@@ -153,11 +156,11 @@ class TenantApiMiddleware:
         return response
 
 
-def enforce_rate_limit(tenant: TenantRef, group: str, read: Sequence[str] = ()) -> Decision | None:
+def enforce_rate_limit(tenant: TenantRef, group: str, counters: Counters = ()) -> Decision | None:
     limit = rate_limit_for(tenant)
     if limit is None:
         return None
-    decision = take_token(str(tenant.id), group, limit, read)
+    decision = take_token(str(tenant.id), group, limit, counters)
     if not decision.allowed:
         RATE_LIMITED.inc()
         raise ApiError(

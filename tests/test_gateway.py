@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from billing import ratelimit
 from billing.models import Plan
 from billing.plans import plans
-from billing.ratelimit import local_buckets
+from billing.ratelimit import local_buckets, redis_buckets
 from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
 
 
@@ -14,9 +15,11 @@ from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
 def fresh_limits():
     plans.clear()
     local_buckets.clear()
+    redis_buckets.clear()
     yield
     plans.clear()
     local_buckets.clear()
+    redis_buckets.clear()
 
 
 def set_plan(code: str = "free", **limits: int | None) -> None:
@@ -100,6 +103,23 @@ def test_redis_down_means_requests_are_served_and_counted(alice_api, settings):
         assert alice_api.get("/v1/memories").status_code == 200
     assert RATE_LIMIT_BACKEND_ERRORS._value.get() - before == 3
     ratelimit.redis_buckets._script = None
+
+
+def test_a_large_bucket_lends_tokens_to_a_worker_but_is_never_exceeded(alice_api, monkeypatch):
+    # With Redis, a bucket of more than LEASE_SHARE tokens lends a worker several per trip.
+    monkeypatch.setattr(ratelimit, "LEASE_SHARE", 10)
+    set_plan(requests_per_minute=1, burst=50)
+    statuses = [alice_api.get("/v1/memories").status_code for _ in range(60)]
+    assert statuses == [200] * 50 + [429] * 10
+
+
+def test_with_a_large_bucket_the_quota_still_stops_at_exactly_its_limit(alice_api, monkeypatch):
+    monkeypatch.setattr(ratelimit, "LEASE_SHARE", 10)
+    set_plan(requests_per_minute=60_000, burst=500, max_api_calls_per_month=40)
+    for n in range(40):
+        assert alice_api.post("/v1/memories", {"content": f"m{n}"}).status_code == 201
+    body = assert_error(alice_api.post("/v1/memories", {"content": "no"}), 402, "quota_exceeded")
+    assert (body["metric"], body["current"], body["limit"]) == ("api_calls_per_month", 40, 40)
 
 
 # --- Quotas --------------------------------------------------------------------------------------
