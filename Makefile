@@ -1,4 +1,5 @@
-# Engram Cloud. `make run` serves the embedded default; `make test` runs the whole suite.
+# Engram Cloud. `make run` serves the embedded default; `make test` runs the suite but the slow
+# tests (faults, fuzzing, live gateway), which `make test-slow` runs.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ PORT ?= 8000
 # The embedded default is a development setup: DEBUG on, SQLite, no other servers.
 RUN_ENV := DEBUG=1
 
-.PHONY: run test lint admin bench clean
+.PHONY: run test test-slow lint admin bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,7 +36,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test | $(CHROMIUM)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed-test | $(CHROMIUM)
+	$(PY) -m pytest -n 2 --dist loadfile -m slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

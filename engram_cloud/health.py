@@ -10,8 +10,10 @@ from django.views.decorators.http import require_GET
 from django_redis import get_redis_connection
 
 from engram_cloud.errors import ApiError, error_response
+from tenants.permissions import Access, declare
 
 
+@declare(Access.PUBLIC)
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     """The process is up and answering."""
@@ -51,6 +53,7 @@ def _redis_answers() -> bool:
         return False
 
 
+@declare(Access.PUBLIC)
 @require_GET
 def ready(request: HttpRequest) -> JsonResponse:
     """Both planes can serve: the control-plane database answers, tenant files are reachable,

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularJSONAPIView
 
 from engram_cloud import health
 from engram_cloud.observability import metrics_view
+from engram_cloud.openapi import OpenApiView
 from mcp.views import mcp_endpoint
 from tenants.console.api import api as console_api
 from tenants.console.landing import landing
+from tenants.permissions import Access, declare
 
 handler404 = "engram_cloud.errors.handler404"
 handler500 = "engram_cloud.errors.handler500"
@@ -15,12 +16,9 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     # Prometheus scrapes; outside /v1 so the tenant pipeline never sees it.
-    path("metrics", metrics_view, name="metrics"),
-    path(
-        "v1/openapi.json",
-        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
-        name="openapi",
-    ),
+    # Declared here: engram_cloud.observability loads with the logging config, before the apps.
+    path("metrics", declare(Access.OPERATOR)(metrics_view), name="metrics"),
+    path("v1/openapi.json", OpenApiView.as_view(), name="openapi"),
     path("v1/mcp", mcp_endpoint, name="mcp"),
     # The path Engram OSS serves, so a config written for self-hosted Engram works unchanged.
     path("mcp", mcp_endpoint, name="mcp-engram"),

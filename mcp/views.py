@@ -32,6 +32,7 @@ from mcp.jsonrpc import (
     json_response,
     result_message,
 )
+from tenants.permissions import Access, declare
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ SSE_TYPES = frozenset({"text/event-stream", "text/*"})
 Reply = tuple[dict[str, Any] | list[dict[str, Any]] | None, int, dict[str, str]]
 
 
+# Each tool's scope is in mcp.registry (the tool table).
+@declare(Access.API)
 @csrf_exempt
 def mcp_endpoint(request: HttpRequest) -> HttpResponse:
     sse = wants_sse(request.headers.get("Accept"))

@@ -7,8 +7,10 @@ console asks the same table what a member may do there (`role_allows`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import BasePermission
@@ -82,3 +84,75 @@ class HasRequiredScope(BasePermission):
             self.message = f"This credential lacks the {required} scope."
             return False
         return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Route declarations: every URL of the project says who may call it (tests/security checks
+# that none is missing and that each one behaves as declared).
+
+
+class Access(StrEnum):
+    """Who may call a route, before any per-scope check."""
+
+    PUBLIC = "public"  # anyone: probes, landing page, sign-up/in, password reset, OpenAPI
+    TOKEN_LINK = "token_link"  # anyone holding a single-use token in the URL (invite links)
+    SIGNED_IN = "signed_in"  # any signed-in console user, outside a workspace
+    WORKSPACE = "workspace"  # a member of the workspace whose role allows `scope`, else 404/403
+    API = "api"  # an API key or member JWT of the tenant, holding the method's scope
+    OPERATOR = "operator"  # the monitoring scraper: bearer token or loopback (`/metrics`)
+    STAFF = "staff"  # Django admin: staff users only
+    WEBHOOK = "webhook"  # a request signed with a shared secret (Stripe)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    access: Access
+    # HTTP method -> scope; "*" for every method the route answers. Empty: no scope asked.
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
+
+    def scope_for(self, method: str) -> Scope | None:
+        method = "GET" if method.upper() == "HEAD" else method.upper()
+        return self.scopes.get(method, self.scopes.get("*"))
+
+
+DECLARATION_ATTR = "engram_access"
+
+# Every declared view by dotted name (what the security tests read and print).
+DECLARATIONS: dict[str, Declaration] = {}
+
+# Routes of third-party apps, declared by URL namespace since their views cannot be decorated.
+DECLARED_NAMESPACES: dict[str, Declaration] = {
+    "admin": Declaration(Access.STAFF),
+    "djstripe": Declaration(Access.WEBHOOK),
+}
+
+V = TypeVar("V")
+
+
+def declare(access: Access, scope: Scope | None = None) -> Callable[[V], V]:
+    """Declare who may call a view: `@declare(Access.PUBLIC)` on a function or class view.
+
+    A /v1 APIView declares `Access.API`; its per-method scopes are its `required_scopes`.
+    Workspace pages get their declaration from `tenants.console.access.workspace_view`.
+    """
+
+    def mark(view: V) -> V:
+        scopes: dict[str, Scope] = {"*": scope} if scope is not None else {}
+        if access is Access.API and isinstance(view, type):
+            scopes = dict(getattr(view, "required_scopes", {}))
+        declaration = Declaration(access, scopes)
+        setattr(view, DECLARATION_ATTR, declaration)
+        DECLARATIONS[f"{view.__module__}.{view.__qualname__}"] = declaration  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def declaration_of(view: Any) -> Declaration | None:
+    """The declaration of a URL pattern's callback (function, `as_view()` or decorated)."""
+    declaration = getattr(view, DECLARATION_ATTR, None)
+    for view_class in (getattr(view, "view_class", None), getattr(view, "cls", None)):
+        # A class's own declaration only: a subclass does not inherit its parent's.
+        if declaration is None and view_class is not None:
+            declaration = vars(view_class).get(DECLARATION_ATTR)
+    return declaration if isinstance(declaration, Declaration) else None

@@ -17,7 +17,7 @@ from billing.plans import plans
 from billing.quotas import stored_memories
 from billing.usage import METRICS, month_usage
 from memories.services import storage_bytes
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 UsageSerializer = inline_serializer(
     "Usage",
@@ -30,6 +30,7 @@ UsageSerializer = inline_serializer(
 )
 
 
+@declare(Access.API)
 class UsageView(APIView):
     required_scopes = {"GET": Scope.MEMORIES_READ}
 

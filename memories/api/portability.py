@@ -33,7 +33,7 @@ from memories.api.fields import StrictSerializer
 from memories.api.serializers import workspace_validator
 from memories.api.views import _validated
 from memories.tenant_db import bind_tenant_database
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 
 class ExportQuerySerializer(StrictSerializer):
@@ -66,6 +66,7 @@ def _export_of_tenant(tenant_id: uuid.UUID, workspace: str | None) -> Iterator[s
         yield from portability.export_memories(workspace)
 
 
+@declare(Access.API)
 class ExportView(APIView):
     required_scopes = {"GET": Scope.MEMORIES_READ}
 
@@ -88,6 +89,7 @@ class ExportView(APIView):
         return response
 
 
+@declare(Access.API)
 class ImportView(APIView):
     required_scopes = {"POST": Scope.MEMORIES_WRITE}
     parser_classes = [BoundedJSONParser, MultiPartParser]

@@ -27,7 +27,7 @@ from memories.api.serializers import (
 )
 from memories.models import Memory, MemoryType, Tier
 from memories.services import MemoryFilters
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 MAX_QUERY_CHARS = 1000
 MAX_RESULTS = 100
@@ -158,6 +158,7 @@ def explained_results(
     return results
 
 
+@declare(Access.API)
 class SearchView(APIView):
     required_scopes = {"POST": Scope.SEARCH}
 

@@ -25,7 +25,7 @@ from memories.api.serializers import (
 )
 from memories.models import Memory
 from memories.tenant_db import DATA_PLANE_ALIAS
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 
 def _validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> Any:
@@ -34,6 +34,7 @@ def _validated(serializer_class: type[serializers.Serializer], data: Any, **kwar
     return serializer.validated_data
 
 
+@declare(Access.API)
 class MemoryCollectionView(APIView):
     required_scopes = {"GET": Scope.MEMORIES_READ, "POST": Scope.MEMORIES_WRITE}
 
@@ -87,6 +88,7 @@ class MemoryCollectionView(APIView):
 MEMORY_ID = OpenApiParameter("memory_id", int, OpenApiParameter.PATH)
 
 
+@declare(Access.API)
 class MemoryDetailView(APIView):
     required_scopes = {
         "GET": Scope.MEMORIES_READ,
@@ -132,6 +134,7 @@ class StatsSerializer(serializers.Serializer):
     usage = serializers.DictField()
 
 
+@declare(Access.API)
 class StatsView(APIView):
     required_scopes = {"GET": Scope.MEMORIES_READ}
 

@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from tenants.models import Membership, Tenant, TenantStatus
-from tenants.permissions import Scope, role_allows
+from tenants.permissions import Access, Scope, declare, role_allows
 
 
 @dataclass
@@ -65,7 +65,7 @@ def workspace_view(action: Scope = Scope.MEMORIES_READ) -> Callable[[View], View
                 raise PermissionDenied(f"Your role ({workspace.role}) does not allow this.")
             return view(request, workspace, **kwargs)
 
-        return wrapped
+        return declare(Access.WORKSPACE, action)(wrapped)
 
     return decorate
 

@@ -17,6 +17,7 @@ from django_ratelimit.core import is_ratelimited
 
 from tenants import services
 from tenants.models import User
+from tenants.permissions import Access, declare
 
 THROTTLED_MESSAGE = "Too many attempts. Wait a minute and try again."
 
@@ -79,6 +80,7 @@ class SignupForm(forms.Form):
         return data
 
 
+@declare(Access.PUBLIC)
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     status, throttled_message = 200, ""
@@ -105,6 +107,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", context, status=status)
 
 
+@declare(Access.PUBLIC)
 class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
@@ -121,6 +124,7 @@ class LoginView(auth_views.LoginView):
         return response
 
 
+@declare(Access.PUBLIC)
 class PasswordResetView(auth_views.PasswordResetView):
     template_name = "accounts/password_reset_form.html"
     email_template_name = "accounts/password_reset_email.txt"
@@ -135,10 +139,22 @@ class PasswordResetView(auth_views.PasswordResetView):
         return super().post(request, *args, **kwargs)
 
 
+@declare(Access.TOKEN_LINK)
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "accounts/password_reset_confirm.html"
     success_url = reverse_lazy("accounts:password_reset_complete")
 
 
+@declare(Access.PUBLIC)
 class LogoutView(auth_views.LogoutView):
     next_page = reverse_lazy("landing")
+
+
+@declare(Access.PUBLIC)
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_done.html"
+
+
+@declare(Access.PUBLIC)
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "accounts/password_reset_complete.html"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from tenants.console import accounts
@@ -16,7 +15,7 @@ urlpatterns = [
     path("password-reset/", accounts.PasswordResetView.as_view(), name="password_reset"),
     path(
         "password-reset/sent/",
-        auth_views.PasswordResetDoneView.as_view(template_name="accounts/password_reset_done.html"),
+        accounts.PasswordResetDoneView.as_view(),
         name="password_reset_done",
     ),
     path(
@@ -26,9 +25,7 @@ urlpatterns = [
     ),
     path(
         "reset/done/",
-        auth_views.PasswordResetCompleteView.as_view(
-            template_name="accounts/password_reset_complete.html"
-        ),
+        accounts.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
     ),
 ]

@@ -13,7 +13,7 @@ from ninja.security import django_auth
 
 from tenants.console.access import workspace_for
 from tenants.console.usage import CHART_DAYS, daily_usage
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 api = NinjaAPI(
     title="Engram Cloud console",
@@ -37,6 +37,7 @@ class DailyUsageOut(Schema):
 
 
 @api.get("/w/{slug}/usage/daily", response=DailyUsageOut, url_name="usage_daily")
+@declare(Access.WORKSPACE, Scope.MEMORIES_READ)
 def usage_daily(request: HttpRequest, slug: str, days: int = CHART_DAYS) -> dict:
     try:
         workspace = workspace_for(request, slug)

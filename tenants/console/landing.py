@@ -7,8 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from billing.models import Plan
+from tenants.permissions import Access, declare
 
 
+@declare(Access.PUBLIC)
 def landing(request: HttpRequest) -> HttpResponse:
     return render(
         request,

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from tenants import services
 from tenants.console.access import Workspace, error_text, render_page, workspace_view
 from tenants.models import Invite, InviteState, Membership, Role
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,7 @@ def _unusable_page(request: HttpRequest, error: services.InviteUnusable) -> Http
     )
 
 
+@declare(Access.TOKEN_LINK)
 def invite_open(request: HttpRequest, token: str) -> HttpResponse:
     """The emailed link. The token moves into the session and the browser to a URL without
     it, so it does not linger in history or leak through the Referer header."""
@@ -202,6 +203,7 @@ def invite_open(request: HttpRequest, token: str) -> HttpResponse:
     return redirect("console:invite_accept")
 
 
+@declare(Access.TOKEN_LINK)
 def invite_accept(request: HttpRequest) -> HttpResponse:
     token = request.session.get(INVITE_SESSION_KEY, "")
     try:

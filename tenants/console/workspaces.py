@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from tenants import services
 from tenants.console.access import Workspace, error_text, render_page, workspace_view
-from tenants.permissions import Scope
+from tenants.permissions import Access, Scope, declare
 
 
 class WorkspaceForm(forms.Form):
@@ -23,11 +23,13 @@ class WorkspaceForm(forms.Form):
     )
 
 
+@declare(Access.SIGNED_IN)
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     return render_page(request, None, "console/home.html", {"form": WorkspaceForm()})
 
 
+@declare(Access.SIGNED_IN)
 @login_required
 @require_POST
 def create(request: HttpRequest) -> HttpResponse:
