@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "billing",
     "memories",
     "mcp",
+    "backups",
 ]
 
 MIDDLEWARE = [
@@ -272,7 +274,61 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BEAT_SCHEDULE = {
     "flush-usage": {"task": "billing.tasks.flush_usage", "schedule": 10.0},
+    "back-up-changed-tenants": {
+        "task": "backups.tasks.back_up_changed_tenants",
+        "schedule": float(env_int("ENGRAM_BACKUP_INTERVAL_SECONDS", 3600)),
+    },
+    "back-up-all-tenants": {
+        "task": "backups.tasks.back_up_all_tenants",
+        "schedule": crontab(minute=0, hour=env_int("ENGRAM_BACKUP_DAILY_HOUR_UTC", 3)),
+    },
+    "prune-backups": {"task": "backups.tasks.prune_backups", "schedule": 3600.0},
 }
+
+# --- Backups and exports (backups/) -------------------------------------------------------------
+# Where backups and exports are stored: the local filesystem (ENGRAM_DATA_DIR/objects) unless a
+# bucket is set, then S3 or any S3-compatible store (R2: set the endpoint URL).
+ENGRAM_STORAGE_BUCKET = env_str("ENGRAM_STORAGE_BUCKET")
+ENGRAM_STORAGE_ENDPOINT_URL = env_str("ENGRAM_STORAGE_ENDPOINT_URL")
+ENGRAM_STORAGE_REGION = env_str("ENGRAM_STORAGE_REGION", "auto")
+ENGRAM_STORAGE_ACCESS_KEY_ID = env_str("ENGRAM_STORAGE_ACCESS_KEY_ID")
+ENGRAM_STORAGE_SECRET_ACCESS_KEY = env_str("ENGRAM_STORAGE_SECRET_ACCESS_KEY")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "backups": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": ENGRAM_STORAGE_BUCKET,
+                "endpoint_url": ENGRAM_STORAGE_ENDPOINT_URL or None,
+                "region_name": ENGRAM_STORAGE_REGION,
+                "access_key": ENGRAM_STORAGE_ACCESS_KEY_ID or None,
+                "secret_key": ENGRAM_STORAGE_SECRET_ACCESS_KEY or None,
+                "default_acl": None,
+                "file_overwrite": False,
+            },
+        }
+        if ENGRAM_STORAGE_BUCKET
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": ENGRAM_DATA_DIR / "objects"},
+        }
+    ),
+}
+# The key-encryption key wrapping each backup's random data key: 32 bytes, base64. Losing it
+# loses every backup; changing it makes older backups unreadable. Unset with DEBUG off:
+# backups and restores refuse to run (the rest of the service does).
+ENGRAM_BACKUP_KEY = env_str("ENGRAM_BACKUP_KEY") or (
+    "ZGV2ZWxvcG1lbnQtb25seS1iYWNrdXAta2V5LTMyYiE=" if DEBUG else ""
+)
+# The frequent pass backs up tenants changed since their last backup; the daily pass all.
+ENGRAM_BACKUP_INTERVAL_SECONDS = env_int("ENGRAM_BACKUP_INTERVAL_SECONDS", 3600)
+ENGRAM_BACKUP_DAILY_HOUR_UTC = env_int("ENGRAM_BACKUP_DAILY_HOUR_UTC", 3)
+# Kept by the pruning task: the newest backup of each of the last N hours, days and weeks.
+ENGRAM_BACKUP_KEEP_HOURLY = env_int("ENGRAM_BACKUP_KEEP_HOURLY", 24)
+ENGRAM_BACKUP_KEEP_DAILY = env_int("ENGRAM_BACKUP_KEEP_DAILY", 14)
+ENGRAM_BACKUP_KEEP_WEEKLY = env_int("ENGRAM_BACKUP_KEEP_WEEKLY", 8)
 
 # --- JWT (console users and SDKs) ---------------------------------------------------------------
 # Tokens are verified against the identity provider's JWKS; unset URL = JWTs are refused.

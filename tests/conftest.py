@@ -29,6 +29,9 @@ from tenants import services
 from tenants.models import ApiKey, Tenant
 from tenants.permissions import DEFAULT_KEY_SCOPES
 
+# s3_server / s3_storage: a real S3-protocol server on loopback (backup storage tests).
+pytest_plugins = ["tests.s3"]
+
 _DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_serialized_rollback"}
 
 

@@ -6,6 +6,7 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("API_KEY_PEPPER", "tests-only-pepper")
+os.environ.setdefault("ENGRAM_BACKUP_KEY", "dGVzdHMtb25seS1iYWNrdXAta2V5LTMyLWJ5dGVzISE=")
 os.environ.setdefault("ENGRAM_DATA_DIR", tempfile.mkdtemp(prefix="engram-tests-"))
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
