@@ -180,3 +180,20 @@ def test_the_tenant_page_shows_the_plan_without_a_field_to_change_it(admin_clien
     html = page.content.decode()
     assert 'name="slug"' in html and 'name="plan"' not in html
     assert "Free" in html
+
+
+def test_staff_see_each_tenants_subscription(admin_client, acme):
+    from billing.models import BillingStatus, TenantBilling
+
+    TenantBilling.objects.create(
+        tenant=acme.tenant,
+        stripe_customer_id="cus_123",
+        stripe_subscription_id="sub_456",
+        subscription_status="past_due",
+        status=BillingStatus.PAST_DUE,
+    )
+    page = admin_client.get(changelist("billing_tenantbilling")).content.decode()
+    assert "acme" in page and "cus_123" in page and "past_due" in page
+    detail = reverse("admin:billing_tenantbilling_change", args=[acme.tenant.pk])
+    assert "sub_456" in admin_client.get(detail).content.decode()
+    assert admin_client.get(changelist("billing_meterreport")).status_code == 200

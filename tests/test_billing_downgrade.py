@@ -98,6 +98,15 @@ def test_members_beyond_the_member_limit_keep_read_only_access(team: Cast) -> No
     assert mia.post(delete).status_code == 302
 
 
+def test_members_without_a_seat_are_told_they_are_read_only(team: Cast) -> None:
+    usage = reverse("console:usage", args=["acme"])
+    assert 'id="read-only"' not in team.client("mia").get(usage).content.decode()
+    drop_to_members(team, 2)
+    assert 'id="read-only"' in team.client("mia").get(usage).content.decode()
+    assert 'id="read-only"' not in team.client("adam").get(usage).content.decode()
+    assert 'id="read-only"' not in team.client("alice").get(usage).content.decode()
+
+
 def test_an_admin_without_a_seat_cannot_manage_members(team: Cast) -> None:
     drop_to_members(team, 1)
     assert keys_create(team, "adam") == 403

@@ -18,7 +18,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from tenants.models import Membership, Tenant, TenantStatus
-from tenants.permissions import Access, Scope, declare, grants, membership_scopes
+from tenants.permissions import (
+    ROLE_SCOPES,
+    Access,
+    Scope,
+    declare,
+    grants,
+    membership_scopes,
+)
 
 
 @dataclass
@@ -33,6 +40,11 @@ class Workspace:
     @functools.cached_property
     def scopes(self) -> frozenset[Scope]:
         return membership_scopes(self.membership, self.tenant.plan_id)
+
+    @property
+    def read_only(self) -> bool:
+        """Beyond the plan's member limit (billing.seats): the role's reads only."""
+        return self.scopes != ROLE_SCOPES.get(self.role, frozenset())
 
     def can(self, action: Scope) -> bool:
         return grants(self.scopes, action)
