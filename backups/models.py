@@ -26,7 +26,8 @@ class BackupRecord(models.Model):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="backups")
     # The object's name in backup storage.
     storage_key = models.CharField(max_length=300, unique=True)
-    # When the snapshot was taken: the backup holds every write committed before it.
+    # Just after the snapshot was read: the backup holds no write made after this time, and
+    # every write it lacks is in the change journal, after journal_seq.
     taken_at = models.DateTimeField(default=timezone.now)
     schema_version = models.CharField(max_length=200)
     # Bytes of the encrypted object, and of the database file it holds.

@@ -46,3 +46,9 @@ def back_up_changed_tenants() -> list[str]:
 def back_up_all_tenants() -> list[str]:
     """The daily pass: every tenant, changed or not."""
     return _enqueue(_backed_up_tenants())
+
+
+@shared_task(name="backups.tasks.prune_backups")
+def prune_backups() -> int:
+    """Apply the retention policy to every tenant's backups; returns how many were pruned."""
+    return sum(len(services.prune_tenant_backups(tenant)) for tenant in _backed_up_tenants())

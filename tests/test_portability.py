@@ -8,7 +8,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -626,7 +625,7 @@ def test_an_import_over_the_quota_is_refused_whole(bob_api, globex):
     body = response.json()
     assert body["error"] == "quota_exceeded"
     assert (body["metric"], body["current"], body["limit"]) == ("memories", 3, 5)
-    assert body["upgrade_url"] == settings.ENGRAM_UPGRADE_URL
+    assert body["upgrade_url"] == "/console/w/globex/billing"
     assert len(stored(globex)) == 3
 
 
