@@ -155,8 +155,24 @@ MEMORY_FIELDS = (
 )
 
 
-def version_record(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A previous version (a row of VERSION_FIELDS) as the export file holds it."""
+def version_record(version: MemoryVersion) -> dict[str, Any]:
+    """A previous version as the export file (and Engram's memory_versions tool) holds it."""
+    return {
+        "version": version.version,
+        "content": version.content,
+        "type": version.type,
+        "tags": version.tags,
+        "metadata": version.metadata,
+        "importance": version.importance,
+        "workspace": version.workspace,
+        "tier": version.tier,
+        "expires_at": iso(version.expires_at),
+        "created_at": iso(version.created_at),
+    }
+
+
+def _version_row_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """version_record of a row of VERSION_FIELDS read without the ORM."""
     _, number, content, type_, tags, metadata, importance, workspace, tier, expires, created = row
     return {
         "version": number,
@@ -239,7 +255,7 @@ def _grouped(
 def _versions_of(first: int, last: int) -> dict[int, list[dict[str, Any]]]:
     versions = MemoryVersion.objects.filter(memory_id__gte=first, memory_id__lte=last)
     return _grouped(
-        _rows(versions.order_by("memory_id", "version"), VERSION_FIELDS), version_record
+        _rows(versions.order_by("memory_id", "version"), VERSION_FIELDS), _version_row_record
     )
 
 

@@ -28,7 +28,7 @@ from memories.embeddings import STOP_WORDS, get_provider
 from memories.models import Memory
 from memories.services import MemoryFilters
 from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
-from memories.vector_index import SemanticRanking, vector_cache
+from memories.vector_index import SemanticRanking
 
 STRATEGIES = ("auto", "keyword", "fuzzy", "semantic", "hybrid")
 RRF_K = 60
@@ -270,8 +270,7 @@ def corrections_for(terms: list[str]) -> dict[str, list[str]]:
 # --- Semantic and hybrid -------------------------------------------------------------------------
 
 
-def semantic_hits(query: str, clause: tuple[str, list[Any]], limit: int) -> list[Hit]:
-    ranking = SemanticRanking(query, get_provider())
+def semantic_hits(ranking: SemanticRanking, clause: tuple[str, list[Any]], limit: int) -> list[Hit]:
     # Take the best candidates, keep those that are live and pass the filters, and look
     # further down the ranking only if too few passed.
     wanted = max(limit * 4, 50)
@@ -323,11 +322,14 @@ def search(
     terms = query_terms(query)
     outcome = SearchOutcome(strategy=used, hits=[], terms=terms)
     candidates = max(limit * 3, 30)
+    ranking = None
     if used in ("semantic", "hybrid"):
-        # Outside the time budget: the provider (a model loads once per process) and the
-        # tenant's vectors (a first load, or catching up with writes). Cut short by the budget
-        # they would answer nothing, and the next search would start the load over.
-        vector_cache.vectors(get_provider())
+        # Outside the time budget, which interrupts SQL statements: the provider (a model loads
+        # once per process), the tenant's vectors (a first load, or catching up with writes),
+        # the query's embedding and its similarity to every vector (numpy). Inside, a slow
+        # load or embedding would only get the next statement interrupted: the search would
+        # answer nothing, and a cut-short first load would start over on the next search.
+        ranking = SemanticRanking(query, get_provider())
     try:
         with time_budget(settings.ENGRAM_SEARCH_TIME_BUDGET_MS):
             clause = filter_clause(filters)
@@ -339,9 +341,9 @@ def search(
             if used in ("keyword", "fuzzy", "hybrid"):
                 keyword = keyword_hits(groups, clause, candidates if used == "hybrid" else limit)
             if used == "semantic":
-                outcome.hits = semantic_hits(query, clause, limit)
+                outcome.hits = semantic_hits(ranking, clause, limit)
             elif used == "hybrid":
-                outcome.hits = fuse(keyword, semantic_hits(query, clause, candidates), limit)
+                outcome.hits = fuse(keyword, semantic_hits(ranking, clause, candidates), limit)
             else:
                 outcome.hits = keyword
     except SearchTimeout:
