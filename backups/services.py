@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,12 +36,14 @@ from django.utils import timezone
 from backups import crypto, journal
 from backups.models import BackupReason, BackupRecord, BackupStatus
 from backups.snapshot import SnapshotInvalid, journal_position, take_snapshot, verify_database
-from backups.storage import backup_storage, database_backup_key
+from backups.storage import backup_storage, database_backup_key, export_key
+from memories.portability import export_memories
 from memories.provisioning import migrate_bound_database, schema_version
 from memories.tenant_db import (
     DATA_PLANE_ALIAS,
     TenantDatabaseMissing,
     bind_database_file,
+    bind_tenant_database,
     maintenance_marker,
     tenant_database_path,
 )
@@ -183,6 +186,15 @@ class RestoreRefused(Exception):
     """The restore cannot be done as asked (no such backup, a time out of range...)."""
 
 
+# What a restore asked for wrongly, or of an unusable backup, raises: nothing was changed.
+RESTORE_REFUSALS = (
+    RestoreRefused,
+    crypto.BackupUnreadable,
+    journal.JournalGap,
+    TenantDatabaseMissing,
+)
+
+
 @dataclass(frozen=True)
 class RestoreResult:
     backup: BackupRecord
@@ -295,31 +307,66 @@ def restore_tenant(
     at: dt.datetime | None = None,
     actor: User | None = None,
     actor_label: str = "",
+    reference: str = "",
 ) -> RestoreResult:
     """Restore the tenant to a backup, or to a time (newest backup before it + the journal).
 
     The tenant is in maintenance throughout; its current database is first backed up (that
     backup is its own record, restorable like any other). Nothing is replaced until the
-    backup has been downloaded, authenticated, decrypted, verified and migrated.
+    backup has been downloaded, authenticated, decrypted, verified and migrated. Audited:
+    `restore.started`, then `tenant.restored` or `restore.failed` (with the reason).
     """
+    audit = {"tenant": tenant, "actor": actor, "actor_label": actor_label}
+    asked = {"at": at.isoformat() if at else None, "reference": reference}
+    try:
+        base = _restore_base(tenant, backup, at)
+        record_audit(
+            action="restore.started",
+            target=str(base.pk),
+            metadata={"backup": base.pk, **asked},
+            **audit,
+        )
+        previous, replayed = _restore_locked(tenant, base, at)
+    except Exception as error:
+        record_audit(
+            action="restore.failed",
+            target=str(backup.pk if backup else ""),
+            metadata={"error": str(error)[:500], **asked},
+            **audit,
+        )
+        raise
+    record_audit(
+        action="tenant.restored",
+        target=str(base.pk),
+        metadata={
+            "backup": base.pk,
+            "journal_entries": replayed,
+            "previous_backup": previous.pk,
+            **asked,
+        },
+        **audit,
+    )
+    return RestoreResult(backup=base, at=at, journal_entries=replayed, previous=previous)
+
+
+def _restore_base(
+    tenant: Tenant, backup: BackupRecord | None, at: dt.datetime | None
+) -> BackupRecord:
     if (backup is None) == (at is None):
         raise RestoreRefused("Restore to a backup or to a time, not both.")
-    if backup is not None and (
-        backup.tenant_id != tenant.id or backup.status != BackupStatus.COMPLETE
-    ):
-        raise RestoreRefused("No such backup of this tenant.")
-    base = backup if backup is not None else backup_before(tenant, at)  # type: ignore[arg-type]
+    if backup is not None:
+        if backup.tenant_id != tenant.id or backup.status != BackupStatus.COMPLETE:
+            raise RestoreRefused("No such backup of this tenant.")
+        return backup
+    return backup_before(tenant, at)  # type: ignore[arg-type]
+
+
+def _restore_locked(
+    tenant: Tenant, base: BackupRecord, at: dt.datetime | None
+) -> tuple[BackupRecord, int]:
     live = tenant_database_path(tenant.id)
     if not live.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
-    record_audit(
-        tenant=tenant,
-        action="restore.started",
-        target=str(base.pk),
-        actor=actor,
-        actor_label=actor_label,
-        metadata={"backup": base.pk, "at": at.isoformat() if at else None},
-    )
     with tenant_lock(tenant.id) as work, maintenance(tenant):
         _drain(live)
         previous = _back_up_locked(tenant, work, BackupReason.PRE_RESTORE)
@@ -332,20 +379,7 @@ def restore_tenant(
         replayed = _prepare(database, entries, base.journal_seq)
         _copy_into_live(database, live)
         _back_up_locked(tenant, work, BackupReason.POST_RESTORE)
-    record_audit(
-        tenant=tenant,
-        action="tenant.restored",
-        target=str(base.pk),
-        actor=actor,
-        actor_label=actor_label,
-        metadata={
-            "backup": base.pk,
-            "at": at.isoformat() if at else None,
-            "journal_entries": replayed,
-            "previous_backup": previous.pk,
-        },
-    )
-    return RestoreResult(backup=base, at=at, journal_entries=replayed, previous=previous)
+    return previous, replayed
 
 
 def _drain(live: Path) -> None:
@@ -411,3 +445,47 @@ def _prune_journal(tenant: Tenant, up_to_seq: int) -> None:
             connection.execute("DELETE FROM memories_journal WHERE seq <= ?", [up_to_seq])
     finally:
         connection.close()
+
+
+# --- Schedule ------------------------------------------------------------------------------------
+
+
+def backup_overdue(tenant: Tenant, last_taken_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Is the tenant's newest backup older than the schedule allows?
+
+    The daily pass backs every tenant up, so a backup older than a day (plus two frequent
+    intervals of grace) is overdue; so is one older than two intervals of a tenant written
+    since (the frequent pass should have caught it).
+    """
+    if last_taken_at is None:
+        return True
+    interval = dt.timedelta(seconds=settings.ENGRAM_BACKUP_INTERVAL_SECONDS)
+    age = now - last_taken_at
+    if age > dt.timedelta(days=1) + 2 * interval:
+        return True
+    return age > 2 * interval and changed_since_last_backup(tenant)
+
+
+# --- Exports -------------------------------------------------------------------------------------
+
+
+def export_to_storage(tenant: Tenant) -> str:
+    """Write the tenant's export file (GET /v1/export's) to `tenants/{id}/exports/{ts}.json`
+    in backup storage; returns the object's name. Spooled through a scratch file, so a
+    tenant of any size is never held in memory."""
+    exported_at = timezone.now()
+    name = export_key(tenant.id, exported_at)
+    with tempfile.TemporaryFile(dir=work_directory(tenant.id)) as scratch:
+        with bind_tenant_database(tenant.id):
+            for chunk in export_memories():
+                scratch.write(chunk.encode("utf-8"))
+        scratch.seek(0)
+        stored = backup_storage().save(name, File(scratch, name=name))
+    record_audit(
+        tenant=tenant,
+        action="export.stored",
+        target=stored,
+        actor_label="command",
+        metadata={"storage_key": stored},
+    )
+    return stored

@@ -525,3 +525,42 @@ def leave_workspace(membership: Membership) -> None:
             target=membership.user.email,
             actor=membership.user,
         )
+
+
+# --- Operator actions (the Django admin) --------------------------------------------------------
+
+
+def change_plan(tenant: Tenant, plan_code: str, *, actor: User | None = None) -> Tenant:
+    """Move the tenant to another plan (staff); audited with the previous plan."""
+    with transaction.atomic():
+        tenant = _locked_tenant(tenant)
+        if not Plan.objects.filter(code=plan_code).exists():
+            raise ValidationError({"plan": f"Unknown plan {plan_code!r}."})
+        previous = tenant.plan_id
+        if previous != plan_code:
+            tenant.plan_id = plan_code
+            tenant.save(update_fields=["plan"])
+            record_audit(
+                tenant=tenant,
+                action="tenant.plan_changed",
+                target=tenant.slug,
+                actor=actor,
+                metadata={"from": previous, "to": plan_code},
+            )
+    return tenant
+
+
+def revoke_all_keys(tenant: Tenant, *, actor: User | None = None) -> int:
+    """Revoke every key of the tenant still usable; returns how many were revoked."""
+    with transaction.atomic():
+        keys = [key for key in tenant.api_keys.select_for_update() if key.revoked_at is None]
+        for key in keys:
+            revoke_api_key(key, actor=actor)
+        record_audit(
+            tenant=tenant,
+            action="tenant.keys_revoked",
+            target=tenant.slug,
+            actor=actor,
+            metadata={"revoked": len(keys)},
+        )
+    return len(keys)

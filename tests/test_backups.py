@@ -212,3 +212,20 @@ def test_a_backup_task_delivered_twice_backs_up_once(acme, s3_storage):
     assert BackupRecord.objects.count() == 1
     later = (timezone.now() + dt.timedelta(seconds=1)).isoformat()
     assert tasks.back_up_tenant(str(acme.tenant.id), later) != first
+
+
+def test_exports_can_be_written_to_storage(acme, alice_api, s3_storage, capsys):
+    write_memory(alice_api, "exported to the bucket", tags=["x"])
+    call_command("export_tenant", "acme", "--to-storage")
+    [key] = s3_storage.keys(f"tenants/{acme.tenant.id}/exports/")
+    assert key in capsys.readouterr().out
+    assert key.endswith(".json")
+    exported = json.loads(s3_storage.read(key))
+    assert exported["memory_count"] == 1
+    assert exported["memories"][0]["content"] == "exported to the bucket"
+    assert AuditEvent.objects.filter(tenant=acme.tenant, action="export.stored").exists()
+
+
+def test_export_needs_a_target(acme):
+    with pytest.raises(Exception, match=r"--output|--to-storage"):
+        call_command("export_tenant", "acme")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tenants.console import audit, keys, members, memories, usage, workspaces
+from tenants.console import audit, backups, keys, members, memories, usage, workspaces
 
 app_name = "console"
 
@@ -44,4 +44,6 @@ urlpatterns = [
         name="memory_delete",
     ),
     path("w/<slug:slug>/audit", audit.audit, name="audit"),
+    path("w/<slug:slug>/backups", backups.backups, name="backups"),
+    path("w/<slug:slug>/backups/restore", backups.restore, name="backup_restore"),
 ]
