@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,9 @@ def _encrypt(snapshot: Path, target: Path, tenant_id: str, taken_at: str) -> tup
     return writer.size, writer.sha256.hexdigest()
 
 
-def _back_up_locked(tenant: Tenant, work: Path, reason: str) -> BackupRecord:
+def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
+    """Snapshot, check, encrypt and upload the tenant's file; returns the record's fields.
+    Files and storage only (no database query), so it can run beside other work."""
     source = tenant_database_path(tenant.id)
     if not source.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
@@ -112,26 +115,33 @@ def _back_up_locked(tenant: Tenant, work: Path, reason: str) -> BackupRecord:
     journal_seq = take_snapshot(source, snapshot)
     # After the snapshot: it holds no write made after this time (later ones are journaled).
     taken_at = timezone.now()
-    verify_database(snapshot)
-    size, sha256 = _encrypt(snapshot, encrypted, str(tenant.id), taken_at.isoformat())
+    # The checks read the copy while it is compressed and encrypted (both release the GIL),
+    # and nothing is uploaded unless they pass.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        verified = pool.submit(verify_database, snapshot)
+        size, sha256 = _encrypt(snapshot, encrypted, str(tenant.id), taken_at.isoformat())
+        verified.result()
     name = database_backup_key(tenant.id, taken_at, schema_version())
     with open(encrypted, "rb") as upload:
         stored_name = backup_storage().save(name, File(upload, name=name))
-    record = BackupRecord.objects.create(
-        tenant=tenant,
-        storage_key=stored_name,
-        taken_at=taken_at,
-        schema_version=schema_version(),
-        size=size,
-        database_size=snapshot.stat().st_size,
-        sha256=sha256,
-        journal_seq=journal_seq,
-        reason=reason,
-        status=BackupStatus.COMPLETE,
-    )
+    fields = {
+        "storage_key": stored_name,
+        "taken_at": taken_at,
+        "schema_version": schema_version(),
+        "size": size,
+        "database_size": snapshot.stat().st_size,
+        "sha256": sha256,
+        "journal_seq": journal_seq,
+    }
     snapshot.unlink()
     encrypted.unlink()
-    return record
+    return fields
+
+
+def _record(tenant: Tenant, reason: str, fields: dict[str, Any]) -> BackupRecord:
+    return BackupRecord.objects.create(
+        tenant=tenant, reason=reason, status=BackupStatus.COMPLETE, **fields
+    )
 
 
 def back_up_tenant(
@@ -143,7 +153,7 @@ def back_up_tenant(
 ) -> BackupRecord:
     """Snapshot, verify, encrypt and upload the tenant's database; record it once uploaded."""
     with tenant_lock(tenant.id) as work:
-        record = _back_up_locked(tenant, work, reason)
+        record = _record(tenant, reason, _upload_backup_file(tenant, work))
     if reason == BackupReason.MANUAL:
         record_audit(
             tenant=tenant,
@@ -369,17 +379,35 @@ def _restore_locked(
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
     with tenant_lock(tenant.id) as work, maintenance(tenant):
         _drain(live)
-        previous = _back_up_locked(tenant, work, BackupReason.PRE_RESTORE)
+        # The file about to be replaced is backed up while the backup to restore is fetched.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            replaced = pool.submit(_upload_backup_file, tenant, work)
+            database = download_backup(base, work, "restored.sqlite")
+            previous = _record(tenant, BackupReason.PRE_RESTORE, replaced.result())
         entries: list[tuple] = []
         if at is not None:
             source = _journal_source(tenant, at)
-            journal_copy = download_backup(source, work, "journal.sqlite")
+            # Most often the backup just taken: the live file (unchanged since) holds its journal.
+            journal_copy = (
+                live
+                if source.pk == previous.pk
+                else download_backup(source, work, "journal.sqlite")
+            )
             entries = journal.read_entries(journal_copy, base.journal_seq, at)
-        database = download_backup(base, work, "restored.sqlite")
         replayed = _prepare(database, entries, base.journal_seq)
         _copy_into_live(database, live)
-        _back_up_locked(tenant, work, BackupReason.POST_RESTORE)
+        if entries:
+            _record(tenant, BackupReason.POST_RESTORE, _upload_backup_file(tenant, work))
+        else:
+            # The live file now holds exactly the base backup: a record of it (the same
+            # object) starts the restored history for later restores to a time.
+            _record(tenant, BackupReason.POST_RESTORE, _same_object_now(base))
     return previous, replayed
+
+
+def _same_object_now(base: BackupRecord) -> dict[str, Any]:
+    fields = ("storage_key", "schema_version", "size", "database_size", "sha256", "journal_seq")
+    return {name: getattr(base, name) for name in fields} | {"taken_at": timezone.now()}
 
 
 def _drain(live: Path) -> None:
@@ -424,8 +452,11 @@ def prune_tenant_backups(tenant: Tenant, now: dt.datetime | None = None) -> list
     keep = backups_to_keep(records, now)
     pruned = [record for record in records if record.pk not in keep]
     storage = backup_storage()
+    kept_keys = {record.storage_key for record in records if record.pk in keep}
     for record in pruned:
-        storage.delete(record.storage_key)
+        # A restore's record may share its object with the backup it restored.
+        if record.storage_key not in kept_keys:
+            storage.delete(record.storage_key)
         record.status = BackupStatus.PRUNED
         record.save(update_fields=["status"])
     kept = [record for record in records if record.pk in keep]
