@@ -16,21 +16,11 @@ from django.utils import timezone
 from backups import crypto, tasks
 from backups.models import BackupRecord, BackupStatus
 from backups.services import back_up_tenant
-from engram_cloud.celery import app as celery_app
 from memories.provisioning import schema_version
 from memories.tenant_db import tenant_database_path
 from tenants.models import AuditEvent
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def tasks_run_at_once():
-    """With REDIS_URL the passes would queue their tasks for a worker; here they run inline."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = eager
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tasks_inline")]
 
 
 def write_memory(api, content: str, **fields) -> dict:

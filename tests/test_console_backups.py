@@ -16,6 +16,8 @@ from memories.tenant_db import bind_tenant_database
 from tenants.models import AuditEvent, Tenant
 from tests.console_cast import Cast, make_cast
 
+pytestmark = pytest.mark.usefixtures("tasks_inline")
+
 PAGE = "/console/w/acme/backups"
 RESTORE = "/console/w/acme/backups/restore"
 

@@ -14,7 +14,7 @@ from backups.models import BackupRecord
 from backups.services import back_up_tenant
 from tenants.models import AuditEvent, Tenant, User
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tasks_inline")]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from memories.services import memory_versions
 from memories.tenant_db import bind_tenant_database
 from tenants.models import AuditEvent
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tasks_inline")]
 
 
 def write(api, content: str, **fields) -> int:
