@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_ratelimit",
+    "djstripe",
     "tenants",
     "billing",
     "memories",
@@ -253,7 +254,8 @@ CORS_ALLOW_HEADERS = [
 CORS_EXPOSE_HEADERS = ["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After"]
 
 # --- Plans, quotas and usage ----------------------------------------------------------------------
-ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/billing/")
+# Where a 402 `quota_exceeded` sends people; `{slug}` becomes the tenant's slug.
+ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/console/w/{slug}/billing")
 # The embedded default flushes buffered usage events from each process this often (0: never;
 # with REDIS_URL the Celery beat task flushes instead).
 ENGRAM_USAGE_FLUSH_SECONDS = env_int("ENGRAM_USAGE_FLUSH_SECONDS", 5)
@@ -266,6 +268,24 @@ ENGRAM_GATEWAY_ENABLED = env_bool("ENGRAM_GATEWAY_ENABLED", True)
 # Off: requests are rate limited and quota-checked but not metered (bench/gateway.py).
 ENGRAM_METERING_ENABLED = env_bool("ENGRAM_METERING_ENABLED", True)
 
+# --- Billing (Stripe through dj-stripe) ---------------------------------------------------------
+# No STRIPE_SECRET_KEY: billing is off; every tenant stays on Free or the plan staff set.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
+# The signing secret of the webhook endpoint (`whsec_…`); `manage.py stripe_webhook_endpoint`
+# stores it on dj-stripe's WebhookEndpoint row, which is what verifies the signatures.
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+# Tests point the SDK at a local fake Stripe; unset in production.
+STRIPE_API_BASE = env_str("STRIPE_API_BASE")
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# After a failed payment the tenant keeps its plan this many days, then drops to Free.
+ENGRAM_BILLING_GRACE_DAYS = env_int("ENGRAM_BILLING_GRACE_DAYS", 7)
+# Stripe Billing Meter event names usage is reported under.
+ENGRAM_STRIPE_METER_API_CALLS = env_str("ENGRAM_STRIPE_METER_API_CALLS", "engram_api_calls")
+ENGRAM_STRIPE_METER_SEARCHES = env_str("ENGRAM_STRIPE_METER_SEARCHES", "engram_searches")
+ENGRAM_STRIPE_METER_MEMORIES = env_str("ENGRAM_STRIPE_METER_MEMORIES", "engram_memories_created")
+
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # No broker in the embedded default: a task called there runs at once, in the caller.
@@ -274,6 +294,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BEAT_SCHEDULE = {
     "flush-usage": {"task": "billing.tasks.flush_usage", "schedule": 10.0},
+    "end-billing-grace": {"task": "billing.tasks.end_billing_grace", "schedule": 3600.0},
+    "report-usage-to-stripe": {"task": "billing.tasks.report_usage_to_stripe", "schedule": 3600.0},
+    "reconcile-stripe-usage": {"task": "billing.tasks.reconcile_stripe_usage", "schedule": 86400.0},
     "back-up-changed-tenants": {
         "task": "backups.tasks.back_up_changed_tenants",
         "schedule": float(env_int("ENGRAM_BACKUP_INTERVAL_SECONDS", 3600)),

@@ -22,6 +22,7 @@ from django.utils.timesince import timesince
 from backups import tasks as backup_tasks
 from backups.models import BackupReason, BackupRecord, BackupStatus
 from backups.services import RESTORE_REFUSALS, backup_overdue, restore_tenant
+from billing import services as billing_services
 from billing.models import DailyUsage, Plan
 from memories.tenant_db import tenant_file_stats
 from tenants import services
@@ -126,6 +127,8 @@ class TenantAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "plan", BackupStateFilter]
     search_fields = ["slug", "name", "id", "memberships__user__email"]
+    # The plan follows the Stripe subscription (billing.services.change_plan); staff change it
+    # with the "change plan" action, or pin one with the tenant's billing row's plan override.
     readonly_fields = ["id", "status", "plan", "created_at"]
     inlines = [MembershipInline, ApiKeyInline]
     actions = ["suspend", "reactivate", "change_plan", "back_up_now", "restore", "revoke_all_keys"]
@@ -205,7 +208,7 @@ class TenantAdmin(admin.ModelAdmin):
         if form.is_bound and form.is_valid():
             plan = form.cleaned_data["plan"]
             for tenant in queryset:
-                services.change_plan(tenant, plan.code, actor=request.user)
+                billing_services.change_plan(tenant, plan.code, reason="staff", actor=request.user)
             self.message_user(
                 request, f"Moved {queryset.count()} tenant(s) to {plan.name}.", messages.SUCCESS
             )

@@ -31,7 +31,13 @@ from tenants.models import (
     User,
     slug_validator,
 )
-from tenants.permissions import ALL_SCOPES, DEFAULT_KEY_SCOPES, Scope, role_allows
+from tenants.permissions import (
+    ALL_SCOPES,
+    DEFAULT_KEY_SCOPES,
+    Scope,
+    grants,
+    membership_scopes,
+)
 
 
 def record_audit(
@@ -456,12 +462,12 @@ def _other_owners(membership: Membership) -> int:
 
 
 def _acting_role(tenant: Tenant, actor: User) -> str:
-    role = (
-        Membership.objects.filter(tenant=tenant, user=actor).values_list("role", flat=True).first()
-    )
-    if role is None or not role_allows(role, Scope.MEMBERS_MANAGE):
+    acting = Membership.objects.filter(tenant=tenant, user=actor).first()
+    if acting is None or not grants(
+        membership_scopes(acting, tenant.plan_id), Scope.MEMBERS_MANAGE
+    ):
         raise PermissionDenied("You may not manage this workspace's members.")
-    return role
+    return acting.role
 
 
 def change_role(membership: Membership, role: str, *, actor: User) -> Membership:
@@ -528,26 +534,6 @@ def leave_workspace(membership: Membership) -> None:
 
 
 # --- Operator actions (the Django admin) --------------------------------------------------------
-
-
-def change_plan(tenant: Tenant, plan_code: str, *, actor: User | None = None) -> Tenant:
-    """Move the tenant to another plan (staff); audited with the previous plan."""
-    with transaction.atomic():
-        tenant = _locked_tenant(tenant)
-        if not Plan.objects.filter(code=plan_code).exists():
-            raise ValidationError({"plan": f"Unknown plan {plan_code!r}."})
-        previous = tenant.plan_id
-        if previous != plan_code:
-            tenant.plan_id = plan_code
-            tenant.save(update_fields=["plan"])
-            record_audit(
-                tenant=tenant,
-                action="tenant.plan_changed",
-                target=tenant.slug,
-                actor=actor,
-                metadata={"from": previous, "to": plan_code},
-            )
-    return tenant
 
 
 def revoke_all_keys(tenant: Tenant, *, actor: User | None = None) -> int:

@@ -15,3 +15,8 @@ os.environ.setdefault("ENGRAM_BASE_DOMAIN", "engram.test")
 os.environ.setdefault("ENGRAM_USAGE_FLUSH_SECONDS", "0")
 
 from engram_cloud.settings import *  # noqa: F403
+
+# dj-stripe's own migrations take over a minute on SQLite; tests build its tables from one
+# generated migration instead (tests/test_billing_migrations.py guards it against drift, and
+# tests/test_deployment.py runs the real ones).
+MIGRATION_MODULES = {"djstripe": "tests.djstripe_migrations"}

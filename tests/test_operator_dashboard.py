@@ -98,8 +98,11 @@ def test_changing_the_plan_is_audited_with_the_staff_user(ops, staff, acme):
     assert done.status_code == 302
     acme.tenant.refresh_from_db()
     assert acme.tenant.plan_id == "pro"
-    event = AuditEvent.objects.get(action="tenant.plan_changed")
-    assert (event.actor, event.metadata) == (staff, {"from": "free", "to": "pro"})
+    event = AuditEvent.objects.get(action="billing.plan_changed")
+    assert (event.actor, event.metadata) == (
+        staff,
+        {"from": "free", "to": "pro", "reason": "staff"},
+    )
 
 
 def test_back_up_now_backs_up_and_is_audited(ops, staff, acme, globex, s3_storage):
@@ -194,6 +197,6 @@ def test_none_of_it_is_reachable_without_staff(acme, s3_storage, who):
     assert acme.client().get("/v1/memories").status_code == 200
     assert BackupRecord.objects.count() == 1
     assert not AuditEvent.objects.filter(
-        action__in=["tenant.plan_changed", "backup.requested", "tenant.keys_revoked"]
+        action__in=["billing.plan_changed", "backup.requested", "tenant.keys_revoked"]
     ).exists()
     assert not AuditEvent.objects.filter(action__startswith="restore").exists()
