@@ -24,8 +24,9 @@ class BackupReason(models.TextChoices):
 
 class BackupRecord(models.Model):
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="backups")
-    # The object's name in backup storage.
-    storage_key = models.CharField(max_length=300, unique=True)
+    # The object's name in backup storage. A restore to a backup records the restored file as
+    # a backup of its own that shares the object of the backup it restored.
+    storage_key = models.CharField(max_length=300, db_index=True)
     # Just after the snapshot was read: the backup holds no write made after this time, and
     # every write it lacks is in the change journal, after journal_seq.
     taken_at = models.DateTimeField(default=timezone.now)

@@ -18,9 +18,11 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +37,14 @@ from django.utils import timezone
 from backups import crypto, journal
 from backups.models import BackupReason, BackupRecord, BackupStatus
 from backups.snapshot import SnapshotInvalid, journal_position, take_snapshot, verify_database
-from backups.storage import backup_storage, database_backup_key
+from backups.storage import backup_storage, database_backup_key, export_key
+from memories.portability import export_memories
 from memories.provisioning import migrate_bound_database, schema_version
 from memories.tenant_db import (
     DATA_PLANE_ALIAS,
     TenantDatabaseMissing,
     bind_database_file,
+    bind_tenant_database,
     maintenance_marker,
     tenant_database_path,
 )
@@ -100,7 +104,9 @@ def _encrypt(snapshot: Path, target: Path, tenant_id: str, taken_at: str) -> tup
     return writer.size, writer.sha256.hexdigest()
 
 
-def _back_up_locked(tenant: Tenant, work: Path, reason: str) -> BackupRecord:
+def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
+    """Snapshot, check, encrypt and upload the tenant's file; returns the record's fields.
+    Files and storage only (no database query), so it can run beside other work."""
     source = tenant_database_path(tenant.id)
     if not source.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
@@ -109,26 +115,33 @@ def _back_up_locked(tenant: Tenant, work: Path, reason: str) -> BackupRecord:
     journal_seq = take_snapshot(source, snapshot)
     # After the snapshot: it holds no write made after this time (later ones are journaled).
     taken_at = timezone.now()
-    verify_database(snapshot)
-    size, sha256 = _encrypt(snapshot, encrypted, str(tenant.id), taken_at.isoformat())
+    # The checks read the copy while it is compressed and encrypted (both release the GIL),
+    # and nothing is uploaded unless they pass.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        verified = pool.submit(verify_database, snapshot)
+        size, sha256 = _encrypt(snapshot, encrypted, str(tenant.id), taken_at.isoformat())
+        verified.result()
     name = database_backup_key(tenant.id, taken_at, schema_version())
     with open(encrypted, "rb") as upload:
         stored_name = backup_storage().save(name, File(upload, name=name))
-    record = BackupRecord.objects.create(
-        tenant=tenant,
-        storage_key=stored_name,
-        taken_at=taken_at,
-        schema_version=schema_version(),
-        size=size,
-        database_size=snapshot.stat().st_size,
-        sha256=sha256,
-        journal_seq=journal_seq,
-        reason=reason,
-        status=BackupStatus.COMPLETE,
-    )
+    fields = {
+        "storage_key": stored_name,
+        "taken_at": taken_at,
+        "schema_version": schema_version(),
+        "size": size,
+        "database_size": snapshot.stat().st_size,
+        "sha256": sha256,
+        "journal_seq": journal_seq,
+    }
     snapshot.unlink()
     encrypted.unlink()
-    return record
+    return fields
+
+
+def _record(tenant: Tenant, reason: str, fields: dict[str, Any]) -> BackupRecord:
+    return BackupRecord.objects.create(
+        tenant=tenant, reason=reason, status=BackupStatus.COMPLETE, **fields
+    )
 
 
 def back_up_tenant(
@@ -140,7 +153,7 @@ def back_up_tenant(
 ) -> BackupRecord:
     """Snapshot, verify, encrypt and upload the tenant's database; record it once uploaded."""
     with tenant_lock(tenant.id) as work:
-        record = _back_up_locked(tenant, work, reason)
+        record = _record(tenant, reason, _upload_backup_file(tenant, work))
     if reason == BackupReason.MANUAL:
         record_audit(
             tenant=tenant,
@@ -181,6 +194,15 @@ def changed_since_last_backup(tenant: Tenant) -> bool:
 
 class RestoreRefused(Exception):
     """The restore cannot be done as asked (no such backup, a time out of range...)."""
+
+
+# What a restore asked for wrongly, or of an unusable backup, raises: nothing was changed.
+RESTORE_REFUSALS = (
+    RestoreRefused,
+    crypto.BackupUnreadable,
+    journal.JournalGap,
+    TenantDatabaseMissing,
+)
 
 
 @dataclass(frozen=True)
@@ -295,57 +317,97 @@ def restore_tenant(
     at: dt.datetime | None = None,
     actor: User | None = None,
     actor_label: str = "",
+    reference: str = "",
 ) -> RestoreResult:
     """Restore the tenant to a backup, or to a time (newest backup before it + the journal).
 
     The tenant is in maintenance throughout; its current database is first backed up (that
     backup is its own record, restorable like any other). Nothing is replaced until the
-    backup has been downloaded, authenticated, decrypted, verified and migrated.
+    backup has been downloaded, authenticated, decrypted, verified and migrated. Audited:
+    `restore.started`, then `tenant.restored` or `restore.failed` (with the reason).
     """
+    audit = {"tenant": tenant, "actor": actor, "actor_label": actor_label}
+    asked = {"at": at.isoformat() if at else None, "reference": reference}
+    try:
+        base = _restore_base(tenant, backup, at)
+        record_audit(
+            action="restore.started",
+            target=str(base.pk),
+            metadata={"backup": base.pk, **asked},
+            **audit,
+        )
+        previous, replayed = _restore_locked(tenant, base, at)
+    except Exception as error:
+        record_audit(
+            action="restore.failed",
+            target=str(backup.pk if backup else ""),
+            metadata={"error": str(error)[:500], **asked},
+            **audit,
+        )
+        raise
+    record_audit(
+        action="tenant.restored",
+        target=str(base.pk),
+        metadata={
+            "backup": base.pk,
+            "journal_entries": replayed,
+            "previous_backup": previous.pk,
+            **asked,
+        },
+        **audit,
+    )
+    return RestoreResult(backup=base, at=at, journal_entries=replayed, previous=previous)
+
+
+def _restore_base(
+    tenant: Tenant, backup: BackupRecord | None, at: dt.datetime | None
+) -> BackupRecord:
     if (backup is None) == (at is None):
         raise RestoreRefused("Restore to a backup or to a time, not both.")
-    if backup is not None and (
-        backup.tenant_id != tenant.id or backup.status != BackupStatus.COMPLETE
-    ):
-        raise RestoreRefused("No such backup of this tenant.")
-    base = backup if backup is not None else backup_before(tenant, at)  # type: ignore[arg-type]
+    if backup is not None:
+        if backup.tenant_id != tenant.id or backup.status != BackupStatus.COMPLETE:
+            raise RestoreRefused("No such backup of this tenant.")
+        return backup
+    return backup_before(tenant, at)  # type: ignore[arg-type]
+
+
+def _restore_locked(
+    tenant: Tenant, base: BackupRecord, at: dt.datetime | None
+) -> tuple[BackupRecord, int]:
     live = tenant_database_path(tenant.id)
     if not live.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
-    record_audit(
-        tenant=tenant,
-        action="restore.started",
-        target=str(base.pk),
-        actor=actor,
-        actor_label=actor_label,
-        metadata={"backup": base.pk, "at": at.isoformat() if at else None},
-    )
     with tenant_lock(tenant.id) as work, maintenance(tenant):
         _drain(live)
-        previous = _back_up_locked(tenant, work, BackupReason.PRE_RESTORE)
+        # The file about to be replaced is backed up while the backup to restore is fetched.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            replaced = pool.submit(_upload_backup_file, tenant, work)
+            database = download_backup(base, work, "restored.sqlite")
+            previous = _record(tenant, BackupReason.PRE_RESTORE, replaced.result())
         entries: list[tuple] = []
         if at is not None:
             source = _journal_source(tenant, at)
-            journal_copy = download_backup(source, work, "journal.sqlite")
+            # Most often the backup just taken: the live file (unchanged since) holds its journal.
+            journal_copy = (
+                live
+                if source.pk == previous.pk
+                else download_backup(source, work, "journal.sqlite")
+            )
             entries = journal.read_entries(journal_copy, base.journal_seq, at)
-        database = download_backup(base, work, "restored.sqlite")
         replayed = _prepare(database, entries, base.journal_seq)
         _copy_into_live(database, live)
-        _back_up_locked(tenant, work, BackupReason.POST_RESTORE)
-    record_audit(
-        tenant=tenant,
-        action="tenant.restored",
-        target=str(base.pk),
-        actor=actor,
-        actor_label=actor_label,
-        metadata={
-            "backup": base.pk,
-            "at": at.isoformat() if at else None,
-            "journal_entries": replayed,
-            "previous_backup": previous.pk,
-        },
-    )
-    return RestoreResult(backup=base, at=at, journal_entries=replayed, previous=previous)
+        if entries:
+            _record(tenant, BackupReason.POST_RESTORE, _upload_backup_file(tenant, work))
+        else:
+            # The live file now holds exactly the base backup: a record of it (the same
+            # object) starts the restored history for later restores to a time.
+            _record(tenant, BackupReason.POST_RESTORE, _same_object_now(base))
+    return previous, replayed
+
+
+def _same_object_now(base: BackupRecord) -> dict[str, Any]:
+    fields = ("storage_key", "schema_version", "size", "database_size", "sha256", "journal_seq")
+    return {name: getattr(base, name) for name in fields} | {"taken_at": timezone.now()}
 
 
 def _drain(live: Path) -> None:
@@ -390,8 +452,11 @@ def prune_tenant_backups(tenant: Tenant, now: dt.datetime | None = None) -> list
     keep = backups_to_keep(records, now)
     pruned = [record for record in records if record.pk not in keep]
     storage = backup_storage()
+    kept_keys = {record.storage_key for record in records if record.pk in keep}
     for record in pruned:
-        storage.delete(record.storage_key)
+        # A restore's record may share its object with the backup it restored.
+        if record.storage_key not in kept_keys:
+            storage.delete(record.storage_key)
         record.status = BackupStatus.PRUNED
         record.save(update_fields=["status"])
     kept = [record for record in records if record.pk in keep]
@@ -411,3 +476,47 @@ def _prune_journal(tenant: Tenant, up_to_seq: int) -> None:
             connection.execute("DELETE FROM memories_journal WHERE seq <= ?", [up_to_seq])
     finally:
         connection.close()
+
+
+# --- Schedule ------------------------------------------------------------------------------------
+
+
+def backup_overdue(tenant: Tenant, last_taken_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Is the tenant's newest backup older than the schedule allows?
+
+    The daily pass backs every tenant up, so a backup older than a day (plus two frequent
+    intervals of grace) is overdue; so is one older than two intervals of a tenant written
+    since (the frequent pass should have caught it).
+    """
+    if last_taken_at is None:
+        return True
+    interval = dt.timedelta(seconds=settings.ENGRAM_BACKUP_INTERVAL_SECONDS)
+    age = now - last_taken_at
+    if age > dt.timedelta(days=1) + 2 * interval:
+        return True
+    return age > 2 * interval and changed_since_last_backup(tenant)
+
+
+# --- Exports -------------------------------------------------------------------------------------
+
+
+def export_to_storage(tenant: Tenant) -> str:
+    """Write the tenant's export file (GET /v1/export's) to `tenants/{id}/exports/{ts}.json`
+    in backup storage; returns the object's name. Spooled through a scratch file, so a
+    tenant of any size is never held in memory."""
+    exported_at = timezone.now()
+    name = export_key(tenant.id, exported_at)
+    with tempfile.TemporaryFile(dir=work_directory(tenant.id)) as scratch:
+        with bind_tenant_database(tenant.id):
+            for chunk in export_memories():
+                scratch.write(chunk.encode("utf-8"))
+        scratch.seek(0)
+        stored = backup_storage().save(name, File(scratch, name=name))
+    record_audit(
+        tenant=tenant,
+        action="export.stored",
+        target=stored,
+        actor_label="command",
+        metadata={"storage_key": stored},
+    )
+    return stored

@@ -8,7 +8,7 @@ from django.utils.dateparse import parse_datetime
 
 from backups import services
 from backups.models import BackupReason, BackupRecord, BackupStatus
-from tenants.models import Tenant, TenantStatus
+from tenants.models import AuditEvent, Tenant, TenantStatus, User
 
 
 @shared_task(name="backups.tasks.back_up_tenant")
@@ -52,3 +52,30 @@ def back_up_all_tenants() -> list[str]:
 def prune_backups() -> int:
     """Apply the retention policy to every tenant's backups; returns how many were pruned."""
     return sum(len(services.prune_tenant_backups(tenant)) for tenant in _backed_up_tenants())
+
+
+@shared_task(name="backups.tasks.restore_tenant")
+def restore_tenant(
+    tenant_id: str,
+    reference: str,
+    backup_id: int | None = None,
+    at: str | None = None,
+    actor_id: int | None = None,
+) -> str:
+    """A restore asked for in the console. `reference` names the request: a restore already
+    done (or failed) for it is not run again."""
+    tenant = Tenant.objects.get(pk=tenant_id)
+    if AuditEvent.objects.filter(
+        tenant=tenant,
+        action__in=["tenant.restored", "restore.failed"],
+        metadata__reference=reference,
+    ).exists():
+        return "already done"
+    backup = BackupRecord.objects.get(pk=backup_id, tenant=tenant) if backup_id else None
+    moment = parse_datetime(at) if at else None
+    actor = User.objects.filter(pk=actor_id).first() if actor_id else None
+    try:
+        services.restore_tenant(tenant, backup=backup, at=moment, actor=actor, reference=reference)
+    except services.RESTORE_REFUSALS:
+        return "failed"  # recorded as restore.failed, shown on the console page
+    return "restored"

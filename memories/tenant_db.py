@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import OperationalError, connections
@@ -132,3 +134,27 @@ def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
         raise TenantDatabaseMissing(f"Tenant {tenant_id} has no database file.")
     with bind_database_file(path):
         yield
+
+
+def tenant_file_stats(tenant_id: uuid.UUID | str) -> tuple[int | None, int]:
+    """(memories stored, bytes on disk with the WAL) of a tenant's file, read without binding
+    (for staff pages listing many tenants); (None, 0) when the file is missing or unreadable."""
+    path = tenant_database_path(tenant_id)
+    size = sum(
+        candidate.stat().st_size
+        for candidate in (path, path.with_name(path.name + "-wal"))
+        if candidate.exists()
+    )
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return None, size
+    try:
+        row = connection.execute(
+            "SELECT value FROM memories_counter WHERE name = 'memories'"
+        ).fetchone()
+        return (row[0] if row else 0), size
+    except sqlite3.Error:
+        return None, size
+    finally:
+        connection.close()

@@ -32,6 +32,7 @@ class Scope(StrEnum):
     AUDIT_VIEW = "audit:view"
     BILLING = "billing"
     WORKSPACE_DELETE = "workspace:delete"
+    BACKUPS_RESTORE = "backups:restore"
 
 
 # What an API key may hold (ARCHITECTURE.md §4).
@@ -47,7 +48,7 @@ _ADMIN = _MEMBER | {
     Scope.WORKSPACE_MANAGE,
     Scope.AUDIT_VIEW,
 }
-_OWNER = _ADMIN | {Scope.BILLING, Scope.WORKSPACE_DELETE}
+_OWNER = _ADMIN | {Scope.BILLING, Scope.WORKSPACE_DELETE, Scope.BACKUPS_RESTORE}
 
 # The one role → permission table: the API (JWT members) and the console both read it.
 ROLE_SCOPES: dict[str, frozenset[Scope]] = {

@@ -531,3 +531,22 @@ def leave_workspace(membership: Membership) -> None:
             target=membership.user.email,
             actor=membership.user,
         )
+
+
+# --- Operator actions (the Django admin) --------------------------------------------------------
+
+
+def revoke_all_keys(tenant: Tenant, *, actor: User | None = None) -> int:
+    """Revoke every key of the tenant still usable; returns how many were revoked."""
+    with transaction.atomic():
+        keys = [key for key in tenant.api_keys.select_for_update() if key.revoked_at is None]
+        for key in keys:
+            revoke_api_key(key, actor=actor)
+        record_audit(
+            tenant=tenant,
+            action="tenant.keys_revoked",
+            target=tenant.slug,
+            actor=actor,
+            metadata={"revoked": len(keys)},
+        )
+    return len(keys)

@@ -1,6 +1,7 @@
 """A real S3-protocol server on loopback (moto in server mode) for backup storage tests.
 
-Its fixtures are loaded for every test by tests/conftest.py (`pytest_plugins`).
+Its fixtures are loaded for every test by tests/conftest.py (`pytest_plugins`); so is
+`tasks_inline`, for the tests of what backup tasks do.
 """
 
 from __future__ import annotations
@@ -68,3 +69,15 @@ def s3_storage(s3_server: str, settings: Any) -> S3Bucket:
     bucket.client().create_bucket(Bucket=bucket.name)
     settings.STORAGES = {**settings.STORAGES, "backups": bucket.storage_settings()}
     return bucket
+
+
+@pytest.fixture
+def tasks_inline() -> Iterator[None]:
+    """Celery tasks run in the caller, as in the embedded default, also when REDIS_URL is set
+    (there a task would wait in the queue for a worker that tests do not start)."""
+    from engram_cloud.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = eager

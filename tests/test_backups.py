@@ -16,21 +16,11 @@ from django.utils import timezone
 from backups import crypto, tasks
 from backups.models import BackupRecord, BackupStatus
 from backups.services import back_up_tenant
-from engram_cloud.celery import app as celery_app
 from memories.provisioning import schema_version
 from memories.tenant_db import tenant_database_path
 from tenants.models import AuditEvent
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def tasks_run_at_once():
-    """With REDIS_URL the passes would queue their tasks for a worker; here they run inline."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = eager
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tasks_inline")]
 
 
 def write_memory(api, content: str, **fields) -> dict:
@@ -212,3 +202,20 @@ def test_a_backup_task_delivered_twice_backs_up_once(acme, s3_storage):
     assert BackupRecord.objects.count() == 1
     later = (timezone.now() + dt.timedelta(seconds=1)).isoformat()
     assert tasks.back_up_tenant(str(acme.tenant.id), later) != first
+
+
+def test_exports_can_be_written_to_storage(acme, alice_api, s3_storage, capsys):
+    write_memory(alice_api, "exported to the bucket", tags=["x"])
+    call_command("export_tenant", "acme", "--to-storage")
+    [key] = s3_storage.keys(f"tenants/{acme.tenant.id}/exports/")
+    assert key in capsys.readouterr().out
+    assert key.endswith(".json")
+    exported = json.loads(s3_storage.read(key))
+    assert exported["memory_count"] == 1
+    assert exported["memories"][0]["content"] == "exported to the bucket"
+    assert AuditEvent.objects.filter(tenant=acme.tenant, action="export.stored").exists()
+
+
+def test_export_needs_a_target(acme):
+    with pytest.raises(Exception, match=r"--output|--to-storage"):
+        call_command("export_tenant", "acme")

@@ -100,6 +100,10 @@ WORKSPACE_URLS: dict[str, Page] = {
         "POST", Scope.KEYS_MANAGE, kwargs=lambda c: {"key_id": c.key.pk}, allowed_status=302
     ),
     "key_rotate": Page("POST", Scope.KEYS_MANAGE, kwargs=lambda c: {"key_id": c.key.pk}),
+    "backups": Page("GET", Scope.BACKUPS_RESTORE),
+    "backup_restore": Page(
+        "POST", Scope.BACKUPS_RESTORE, data=lambda c: {"at": "2001-01-01T00:00"}, allowed_status=302
+    ),
     "memory_delete": Page(
         "POST",
         Scope.MEMORIES_WRITE,

@@ -19,7 +19,7 @@ from memories.services import memory_versions
 from memories.tenant_db import bind_tenant_database
 from tenants.models import AuditEvent
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tasks_inline")]
 
 
 def write(api, content: str, **fields) -> int:
@@ -274,3 +274,22 @@ def test_the_pruning_task_prunes_every_tenant(acme, globex, s3_storage, settings
         back_up_tenant(fixture.tenant)
     assert tasks.prune_backups() == 2
     assert BackupRecord.objects.filter(status="complete").count() == 2
+
+
+def test_pruning_keeps_an_object_a_kept_restore_record_shares(acme, alice_api, s3_storage):
+    write(alice_api, "in the old backup")
+    old = back_up_tenant(acme.tenant)
+    old.taken_at = timezone.now() - dt.timedelta(days=400)
+    old.save()
+    write(alice_api, "undone")
+    restore("acme", "--backup", str(old.pk))
+    shared = BackupRecord.objects.get(tenant=acme.tenant, reason=BackupReason.POST_RESTORE)
+    assert shared.storage_key == old.storage_key
+
+    pruned = prune_tenant_backups(acme.tenant)
+
+    assert old.pk in pruned and shared.pk not in pruned
+    assert s3_storage.read(old.storage_key)  # still there
+    write(alice_api, "after the restore")
+    restore("acme", "--backup", str(shared.pk))
+    assert contents(alice_api) == ["in the old backup"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from billing import console as billing
-from tenants.console import audit, keys, members, memories, usage, workspaces
+from tenants.console import audit, backups, keys, members, memories, usage, workspaces
 
 app_name = "console"
 
@@ -45,6 +45,8 @@ urlpatterns = [
         name="memory_delete",
     ),
     path("w/<slug:slug>/audit", audit.audit, name="audit"),
+    path("w/<slug:slug>/backups", backups.backups, name="backups"),
+    path("w/<slug:slug>/backups/restore", backups.restore, name="backup_restore"),
     path("w/<slug:slug>/billing", billing.billing, name="billing"),
     path("w/<slug:slug>/billing/checkout", billing.checkout, name="billing_checkout"),
     path("w/<slug:slug>/billing/portal", billing.portal, name="billing_portal"),

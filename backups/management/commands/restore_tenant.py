@@ -9,12 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from backups.crypto import BackupUnreadable
-from backups.journal import JournalGap
 from backups.models import BackupRecord
-from backups.services import RestoreRefused, restore_tenant
+from backups.services import RESTORE_REFUSALS, restore_tenant
 from memories.management.commands.export_tenant import tenant_by_slug
-from memories.tenant_db import TenantDatabaseMissing
 
 
 class Command(BaseCommand):
@@ -42,10 +39,8 @@ class Command(BaseCommand):
                 raise CommandError("Give the time with its offset (e.g. Z or +00:00).")
         try:
             result = restore_tenant(tenant, backup=backup, at=at, actor_label="command")
-        except (RestoreRefused, BackupUnreadable, JournalGap) as error:
+        except RESTORE_REFUSALS as error:
             raise CommandError(f"Nothing was restored: {error}") from None
-        except TenantDatabaseMissing:
-            raise CommandError(f"Tenant {tenant.slug!r} has no database file.") from None
         summary = {
             "tenant": tenant.slug,
             "backup": result.backup.pk,

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backups.services import export_to_storage
 from memories.portability import export_memories
 from memories.tenant_db import TenantDatabaseMissing, bind_tenant_database
 from tenants.models import Tenant, TenantStatus
@@ -26,10 +27,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
-        parser.add_argument("--output", required=True, type=Path, help="File to write.")
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--output", type=Path, help="File to write.")
+        target.add_argument(
+            "--to-storage",
+            action="store_true",
+            help="Write it to backup storage as tenants/{tenant_id}/exports/{timestamp}.json.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_by_slug(options["slug"])
+        if options["to_storage"]:
+            try:
+                stored = export_to_storage(tenant)
+            except TenantDatabaseMissing:
+                raise CommandError(f"Tenant {tenant.slug!r} has no database file.") from None
+            self.stdout.write(f"Exported {tenant.slug} to storage: {stored}")
+            return
         output: Path = options["output"]
         # Written next to the target and renamed at the end: a failed export leaves no
         # half-written file that looks like a good one.
