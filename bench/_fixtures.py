@@ -571,7 +571,9 @@ def search_sql(tenant_id: str, queries: list[str], limit: int = 10) -> dict[str,
         connection = connections[DATA_PLANE_ALIAS]
         with connection.execute_wrapper(capture):
             search.keyword_hits(
-                [[t] for t in search.query_terms(queries[0])], MemoryFilters(), limit
+                [[t] for t in search.query_terms(queries[0])],
+                search.filter_clause(MemoryFilters()),
+                limit,
             )
         connection.close()
     sql, params = next((s, p) for s, p in captured if "memories_fts MATCH" in s)

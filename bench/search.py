@@ -1306,7 +1306,7 @@ def profile_in_process(
     def hits_only(query: Query) -> None:
         with bind_tenant_database(tenant["id"]):
             groups = [[term] for term in engine.query_terms(query.text)]
-            engine.keyword_hits(groups, MemoryFilters(), LIMIT)
+            engine.keyword_hits(groups, engine.filter_clause(MemoryFilters()), LIMIT)
 
     print("== In-process profile (django.test.Client on the same tenant files, no server)")
     print(

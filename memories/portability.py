@@ -30,6 +30,7 @@ Choices made for records (also described for users in the import endpoint's Open
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import pickle
 import re
@@ -105,7 +106,57 @@ def read_snapshot() -> Iterator[None]:
         connection.transaction_mode = mode
 
 
+def _iso_read(value: dt.datetime | None) -> str | None:
+    """A datetime column read without the ORM (naive UTC from the SQLite driver), as iso()."""
+    if value is None or value.tzinfo is not None:
+        return iso(value)
+    return value.isoformat() + "Z"
+
+
+# Read without the ORM's per-row model and converters (JSON is parsed, datetimes formatted
+# here): the export of 100k memories spends its time on rows, not on Django.
+VERSION_FIELDS = (
+    "memory_id",
+    "version",
+    "content",
+    "type",
+    "tags",
+    "metadata",
+    "importance",
+    "workspace",
+    "tier",
+    "expires_at",
+    "created_at",
+)
+LINK_FIELDS = (
+    "from_memory_id",
+    "to_memory_id",
+    "edge_type",
+    "strength",
+    "source_context",
+    "pinned",
+    "created_at",
+)
+MEMORY_FIELDS = (
+    "id",
+    "content",
+    "type",
+    "tags",
+    "metadata",
+    "importance",
+    "workspace",
+    "tier",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "version",
+    "access_count",
+    "last_accessed_at",
+)
+
+
 def version_record(version: MemoryVersion) -> dict[str, Any]:
+    """A previous version as the export file (and Engram's memory_versions tool) holds it."""
     return {
         "version": version.version,
         "content": version.content,
@@ -120,60 +171,102 @@ def version_record(version: MemoryVersion) -> dict[str, Any]:
     }
 
 
-def link_record(link: MemoryLink) -> dict[str, Any]:
+def _version_row_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """version_record of a row of VERSION_FIELDS read without the ORM."""
+    _, number, content, type_, tags, metadata, importance, workspace, tier, expires, created = row
     return {
-        "to_id": link.to_memory_id,
-        "edge_type": link.edge_type,
-        "strength": link.strength,
-        "source_context": link.source_context,
-        "pinned": link.pinned,
-        "created_at": iso(link.created_at),
+        "version": number,
+        "content": content,
+        "type": type_,
+        "tags": json.loads(tags),
+        "metadata": json.loads(metadata),
+        "importance": importance,
+        "workspace": workspace,
+        "tier": tier,
+        "expires_at": _iso_read(expires),
+        "created_at": _iso_read(created),
+    }
+
+
+def link_record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An outgoing link (a row of LINK_FIELDS) as the export file holds it."""
+    _, to_id, edge_type, strength, source_context, pinned, created = row
+    return {
+        "to_id": to_id,
+        "edge_type": edge_type,
+        "strength": strength,
+        "source_context": source_context,
+        "pinned": bool(pinned),
+        "created_at": _iso_read(created),
     }
 
 
 def export_record(
-    memory: Memory, versions: Iterable[MemoryVersion] = (), links: Iterable[MemoryLink] = ()
+    row: tuple[Any, ...], versions: Iterable[dict[str, Any]], links: Iterable[dict[str, Any]]
 ) -> dict[str, Any]:
-    """One memory as the export file holds it: Engram's fields first, then Engram Cloud's."""
+    """One memory (a row of MEMORY_FIELDS) as the export file holds it: Engram's fields first,
+    then Engram Cloud's."""
+    (id_, content, type_, tags, metadata, importance, workspace, tier, created, updated) = row[:10]
+    expires, version, access_count, last_accessed = row[10:]
     return {
-        "id": memory.pk,
-        "content": memory.content,
-        "memory_type": memory.type,
-        "tags": memory.tags,
-        "metadata": memory.metadata,
-        "importance": memory.importance,
-        "workspace": memory.workspace,
-        "tier": memory.tier,
-        "created_at": iso(memory.created_at),
-        "updated_at": iso(memory.updated_at),
-        "type": memory.type,
-        "expires_at": iso(memory.expires_at),
-        "version": memory.version,
-        "access_count": memory.access_count,
-        "last_accessed_at": iso(memory.last_accessed_at),
-        "versions": [version_record(version) for version in versions],
-        "links": [link_record(link) for link in links],
+        "id": id_,
+        "content": content,
+        "memory_type": type_,
+        "tags": json.loads(tags),
+        "metadata": json.loads(metadata),
+        "importance": importance,
+        "workspace": workspace,
+        "tier": tier,
+        "created_at": _iso_read(created),
+        "updated_at": _iso_read(updated),
+        "type": type_,
+        "expires_at": _iso_read(expires),
+        "version": version,
+        "access_count": access_count,
+        "last_accessed_at": _iso_read(last_accessed),
+        "versions": list(versions),
+        "links": list(links),
     }
 
 
-def _versions_by_memory(memories: list[Memory]) -> dict[int, list[MemoryVersion]]:
-    rows = MemoryVersion.objects.filter(memory_id__in=[memory.pk for memory in memories])
-    versions: dict[int, list[MemoryVersion]] = {}
-    for version in rows.order_by("memory_id", "version"):
-        versions.setdefault(version.memory_id, []).append(version)
-    return versions
+def _rows(queryset: models.QuerySet, fields: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+    """The queryset's rows of these fields, straight from the driver (no ORM converters)."""
+    sql, params = queryset.values_list(*fields).query.get_compiler(DATA_PLANE_ALIAS).as_sql()
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(PAGE_SIZE):
+            yield from rows
 
 
-def _links_by_memory(memories: list[Memory], now: dt.datetime) -> dict[int, list[MemoryLink]]:
+def _grouped(
+    rows: Iterable[tuple[Any, ...]], record: Callable[[tuple[Any, ...]], dict[str, Any]]
+) -> dict[int, list[dict[str, Any]]]:
+    """Records by their row's first column (the memory they belong to), in row order."""
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(record(row))
+    return grouped
+
+
+# A page's versions and links are read by the range of its ids (two bounds rather than a
+# thousand parameters); the rows of memories not on the page are simply not asked for.
+
+
+def _versions_of(first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+    versions = MemoryVersion.objects.filter(memory_id__gte=first, memory_id__lte=last)
+    return _grouped(
+        _rows(versions.order_by("memory_id", "version"), VERSION_FIELDS), _version_row_record
+    )
+
+
+def _links_of(first: int, last: int, now: dt.datetime) -> dict[int, list[dict[str, Any]]]:
     """Each memory's outgoing links to memories that are exported too (live ones)."""
-    rows = MemoryLink.objects.filter(
-        from_memory_id__in=[memory.pk for memory in memories],
+    links = MemoryLink.objects.filter(
+        from_memory_id__gte=first,
+        from_memory_id__lte=last,
         to_memory__in=Memory.objects.live(now),
     ).order_by("from_memory_id", "to_memory_id", "edge_type")
-    links: dict[int, list[MemoryLink]] = {}
-    for link in rows:
-        links.setdefault(link.from_memory_id, []).append(link)
-    return links
+    return _grouped(_rows(links, LINK_FIELDS), link_record)
 
 
 def _dumps(value: Any) -> str:
@@ -184,7 +277,8 @@ def export_memories(workspace: str | None = None) -> Iterator[str]:
     """The bound tenant's live memories (optionally one workspace) as an export file, in chunks.
 
     What reads return is what is exported: expired memories are left out. Memories come in id
-    order, a page of PAGE_SIZE per chunk, so memory use does not grow with the tenant.
+    order, a page of PAGE_SIZE per chunk, read by one statement inside the snapshot, so memory
+    use does not grow with the tenant.
     """
     now = timezone.now()
     with read_snapshot():
@@ -193,16 +287,17 @@ def export_memories(workspace: str | None = None) -> Iterator[str]:
             live = live.filter(workspace=workspace)
         header = {"version": EXPORT_VERSION, "exported_at": iso(now), "memory_count": live.count()}
         yield _dumps(header)[:-1] + ',"memories":['
-        separator, after = "", 0
-        while page := list(live.filter(pk__gt=after).order_by("pk")[:PAGE_SIZE]):
-            versions = _versions_by_memory(page)
-            links = _links_by_memory(page, now)
-            records = (
-                export_record(memory, versions.get(memory.pk, ()), links.get(memory.pk, ()))
-                for memory in page
-            )
-            yield separator + ",".join(_dumps(record) for record in records)
-            separator, after = ",", page[-1].pk
+        separator = ""
+        memories = _rows(live.order_by("pk"), MEMORY_FIELDS)
+        while page := list(itertools.islice(memories, PAGE_SIZE)):
+            first, last = page[0][0], page[-1][0]
+            versions, links = _versions_of(first, last), _links_of(first, last, now)
+            records = [
+                export_record(row, versions.get(row[0], ()), links.get(row[0], ())) for row in page
+            ]
+            # One encoder call per page: the list's brackets dropped, its items joined by ",".
+            yield separator + _dumps(records)[1:-1]
+            separator = ","
         yield "]}"
 
 
@@ -469,29 +564,52 @@ def _plain_file_fields(record: dict[str, Any]) -> dict[str, Any] | None:
     return data
 
 
+def _plain_versions(versions: Any) -> list[dict[str, Any]] | None:
+    """Previous versions, checked as VersionRecordSerializer does (None: leave it to it)."""
+    if not isinstance(versions, list):
+        return None
+    plain = []
+    for version in versions:
+        if not isinstance(version, dict):
+            return None
+        fields = _plain_write_fields(version)
+        number, created_at = version.get("version"), _plain_datetime(version.get("created_at"))
+        if fields is None or not _plain_count(number, 1, None) or created_at is None:
+            return None
+        entry = {**fields, "version": number, "created_at": created_at}
+        if "expires_at" in version:
+            expires_at = version["expires_at"]
+            entry["expires_at"] = None if expires_at is None else _plain_datetime(expires_at)
+            if expires_at is not None and entry["expires_at"] is None:
+                return None
+        plain.append(entry)
+    return plain
+
+
 def _plainly_valid(record: Any) -> dict[str, Any] | None:
     """What MemoryRecordSerializer returns for a plainly well-formed record, or None.
 
     DRF's per-field machinery costs about 0.25 ms of CPU per record: 25 s of a 60 s budget
     for 100k memories. This checks the common case directly, with the API's own limits,
     and accepts only what the serializer accepts, returning exactly what it returns; any
-    record it is unsure of (errors, versions, unusual spellings) goes to the serializer,
+    record it is unsure of (errors, links, unusual spellings) goes to the serializer,
     which reports the errors. tests/test_portability.py holds the two to agreement.
     """
-    if not isinstance(record, dict) or (record.get("versions", []), record.get("links", [])) != (
-        [],
-        [],
-    ):
+    if not isinstance(record, dict) or record.get("links", []) != []:
         return None
     fields, extra = _plain_write_fields(record), _plain_file_fields(record)
-    if fields is None or extra is None:
+    versions = _plain_versions(record.get("versions", []))
+    if fields is None or extra is None or versions is None:
         return None
     data = {**fields, **extra}
     if data.get("expires_at") and data.get("tier", Tier.PERMANENT) != Tier.DAILY:
         return None
-    data.setdefault("version", 1)
+    numbers = [version["version"] for version in versions]
+    data.setdefault("version", max(numbers, default=0) + 1)
+    if len(set(numbers)) != len(numbers) or max(numbers, default=0) >= data["version"]:
+        return None
     if "versions" in record:
-        data["versions"] = []
+        data["versions"] = versions
     if "links" in record:
         data["links"] = []
     return data
@@ -687,7 +805,7 @@ def _column_value(field: models.Field) -> Callable[[Any], Any] | None:
 
 
 def _insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
-    """INSERT rows (field name -> value, the same names in every row) with one executemany.
+    """INSERT rows (field name -> value, the same names in every row) in one statement.
 
     bulk_create spends longer preparing values than SQLite spends inserting them, indexes
     included (bench/portability.py); this converts only what SQLite cannot take as it is,
@@ -697,22 +815,31 @@ def _insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
         return
     connection = connections[DATA_PLANE_ALIAS]
     fields = [model._meta.get_field(name) for name in rows[0]]
-    sql = (
-        f"INSERT INTO {model._meta.db_table} ({', '.join(field.column for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
-    )
-    columns = zip(*(row.values() for row in rows), strict=True)
+    table = model._meta.db_table
+    columns = ", ".join(field.column for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    by_column = zip(*(row.values() for row in rows), strict=True)
     values = list(
         zip(
             *(
                 column if (convert := _column_value(field)) is None else map(convert, column)
-                for field, column in zip(fields, columns, strict=True)
+                for field, column in zip(fields, by_column, strict=True)
             ),
             strict=True,
         )
     )
+    staged = f"engram_import_{table}"
     with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+        # Through an untyped temporary table (values stay as bound; the table's own column
+        # affinities apply on the way in, as for a direct INSERT): SQLite maintains the
+        # indexes of an INSERT … SELECT about twice as fast as those of a row-by-row insert.
+        # Created and dropped inside the caller's transaction, like the rows themselves.
+        cursor.execute(f"CREATE TEMP TABLE {staged} ({columns})")
+        cursor.executemany(f"INSERT INTO temp.{staged} VALUES ({placeholders})", values)
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT * FROM temp.{staged} ORDER BY rowid"
+        )
+        cursor.execute(f"DROP TABLE temp.{staged}")
 
 
 MEMORY_COLUMNS = (
@@ -790,6 +917,34 @@ def _write_batch(batch: list[dict[str, Any]], floor: int, result: ImportResult) 
     result.imported += len(batch)
 
 
+# How the importing connection writes (pass two), then back to its settings:
+# - a larger page cache (SQLite's default is 2 MiB): each batch inserts at random places of
+#   seven indexes and two FTS5 indexes, and past a few ten thousand memories the default
+#   cache reads the same pages back from the file over and over;
+# - WAL checkpoints every IMPORT_CHECKPOINT_PAGES pages instead of 1,000: each checkpoint
+#   copies the index pages the last batches touched back into the file, most of them again
+#   and again; one checkpoint at the end copies them once.
+IMPORT_PAGE_CACHE_KIB = 65536
+IMPORT_CHECKPOINT_PAGES = 16384
+
+
+@contextmanager
+def _bulk_writing() -> Iterator[None]:
+    pragmas = {"cache_size": -IMPORT_PAGE_CACHE_KIB, "wal_autocheckpoint": IMPORT_CHECKPOINT_PAGES}
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        previous = {}
+        for name, value in pragmas.items():
+            cursor.execute(f"PRAGMA {name}")
+            previous[name] = int(cursor.fetchone()[0])
+            cursor.execute(f"PRAGMA {name} = {int(value)}")
+        try:
+            yield
+        finally:
+            for name, value in previous.items():
+                cursor.execute(f"PRAGMA {name} = {value}")
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def import_memories(
     records: Iterable[Any], *, skip_duplicates: bool = True, max_memories: int | None = None
 ) -> ImportResult:
@@ -810,8 +965,9 @@ def import_memories(
             current = Memory.objects.live(now).count()
             if current + staging.count > max_memories:
                 raise ImportQuotaExceeded(current, max_memories, staging.count)
-        for batch in staging.read_batches():
-            _write_batch(batch, staging.max_file_id, result)
+        with _bulk_writing():
+            for batch in staging.read_batches():
+                _write_batch(batch, staging.max_file_id, result)
     _write_links(result, now)
     return result
 

@@ -8,6 +8,7 @@ a time budget (ENGRAM_SEARCH_TIME_BUDGET_MS) past which it is interrupted, not l
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -129,37 +130,60 @@ def filter_clause(filters: MemoryFilters) -> tuple[str, list[Any]]:
     return sql, list(params)
 
 
-def filtered_ids(filters: MemoryFilters, ids: list[int]) -> set[int]:
-    """Which of these ids are live memories passing the filters."""
-    found: set[int] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        queryset = filters.apply(Memory.objects.live()).filter(pk__in=chunk)
-        found.update(queryset.values_list("pk", flat=True))
-    return found
+def filtered_ids(clause: tuple[str, list[Any]], ids: list[int]) -> set[int]:
+    """Which of these ids are live memories passing the filters (their `filter_clause`)."""
+    if not ids:
+        return set()
+    where, params = clause
+    table = Memory._meta.db_table
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(
+            f'SELECT "{table}"."id" FROM "{table}" '
+            f'WHERE "{table}"."id" IN (SELECT value FROM json_each(%s)) AND {where}',
+            [json.dumps(ids), *params],
+        )
+        return {row[0] for row in cursor.fetchall()}
 
 
 # --- Keyword and fuzzy ---------------------------------------------------------------------------
 
 
-def keyword_hits(groups: list[list[str]], filters: MemoryFilters, limit: int) -> list[Hit]:
-    if not groups:
-        return []
-    where, params = filter_clause(filters)
+# Keyword search ranks inside FTS5 and keeps the best KEYWORD_WINDOW (or limit * 4) matches
+# before joining the memory table for the filters: joining every match costs more than the
+# ranking. When the filters leave fewer than `limit` of them, the whole ranking is joined
+# instead, so the result is always the true top `limit`.
+KEYWORD_WINDOW = 200
+
+
+def _keyword_rows(
+    expression: str, clause: tuple[str, list[Any]], limit: int, window: int | None
+) -> list[tuple[int, float]]:
+    where, params = clause
     table = Memory._meta.db_table
     weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+    top = "ORDER BY score DESC, id DESC LIMIT %s" if window is not None else ""
     sql = (
         "WITH ranked AS MATERIALIZED ("
         f"  SELECT rowid AS id, -bm25(memories_fts, {weights}) AS score"
-        "   FROM memories_fts WHERE memories_fts MATCH %s"
+        f"   FROM memories_fts WHERE memories_fts MATCH %s {top}"
         ") "
         f'SELECT ranked.id, ranked.score FROM ranked JOIN "{table}" '
         f'ON "{table}"."id" = ranked.id WHERE {where} '
         "ORDER BY ranked.score DESC, ranked.id DESC LIMIT %s"
     )
+    window_params = [] if window is None else [window]
     with connections[DATA_PLANE_ALIAS].cursor() as cursor:
-        cursor.execute(sql, [fts_expression(groups), *params, limit])
-        rows = cursor.fetchall()
+        cursor.execute(sql, [expression, *window_params, *params, limit])
+        return cursor.fetchall()
+
+
+def keyword_hits(groups: list[list[str]], clause: tuple[str, list[Any]], limit: int) -> list[Hit]:
+    if not groups:
+        return []
+    expression = fts_expression(groups)
+    rows = _keyword_rows(expression, clause, limit, max(limit * 4, KEYWORD_WINDOW))
+    if len(rows) < limit:
+        rows = _keyword_rows(expression, clause, limit, None)
     if not rows:
         return []
     best = rows[0][1] or 1.0
@@ -246,14 +270,13 @@ def corrections_for(terms: list[str]) -> dict[str, list[str]]:
 # --- Semantic and hybrid -------------------------------------------------------------------------
 
 
-def semantic_hits(query: str, filters: MemoryFilters, limit: int) -> list[Hit]:
-    ranking = SemanticRanking(query, get_provider())
+def semantic_hits(ranking: SemanticRanking, clause: tuple[str, list[Any]], limit: int) -> list[Hit]:
     # Take the best candidates, keep those that are live and pass the filters, and look
     # further down the ranking only if too few passed.
     wanted = max(limit * 4, 50)
     while True:
         candidates = ranking.top(wanted)
-        allowed = filtered_ids(filters, [memory_id for memory_id, _ in candidates])
+        allowed = filtered_ids(clause, [memory_id for memory_id, _ in candidates])
         hits = [
             Hit(memory_id=memory_id, score=score, semantic_score=score)
             for memory_id, score in candidates
@@ -299,19 +322,28 @@ def search(
     terms = query_terms(query)
     outcome = SearchOutcome(strategy=used, hits=[], terms=terms)
     candidates = max(limit * 3, 30)
+    ranking = None
+    if used in ("semantic", "hybrid"):
+        # Outside the time budget, which interrupts SQL statements: the provider (a model loads
+        # once per process), the tenant's vectors (a first load, or catching up with writes),
+        # the query's embedding and its similarity to every vector (numpy). Inside, a slow
+        # load or embedding would only get the next statement interrupted: the search would
+        # answer nothing, and a cut-short first load would start over on the next search.
+        ranking = SemanticRanking(query, get_provider())
     try:
         with time_budget(settings.ENGRAM_SEARCH_TIME_BUDGET_MS):
+            clause = filter_clause(filters)
             groups = [[term] for term in terms]
             if used in ("fuzzy", "hybrid"):
                 outcome.corrections = corrections_for(terms)
                 groups = [[term, *outcome.corrections.get(term, [])] for term in terms]
             keyword = []
             if used in ("keyword", "fuzzy", "hybrid"):
-                keyword = keyword_hits(groups, filters, candidates if used == "hybrid" else limit)
+                keyword = keyword_hits(groups, clause, candidates if used == "hybrid" else limit)
             if used == "semantic":
-                outcome.hits = semantic_hits(query, filters, limit)
+                outcome.hits = semantic_hits(ranking, clause, limit)
             elif used == "hybrid":
-                outcome.hits = fuse(keyword, semantic_hits(query, filters, candidates), limit)
+                outcome.hits = fuse(keyword, semantic_hits(ranking, clause, candidates), limit)
             else:
                 outcome.hits = keyword
     except SearchTimeout:

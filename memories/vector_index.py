@@ -213,7 +213,11 @@ def _load(entry: TenantVectors, cursor: object, memory_ids: Sequence[int]) -> No
 
 def _catch_up(entry: TenantVectors) -> None:
     with connections[DATA_PLANE_ALIAS].cursor() as cursor:
-        cursor.execute("SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM memories_change")
+        # Two index lookups (min() and max() together would scan the whole log).
+        cursor.execute(
+            "SELECT (SELECT coalesce(min(seq), 0) FROM memories_change), "
+            "(SELECT coalesce(max(seq), 0) FROM memories_change)"
+        )
         oldest, newest = cursor.fetchone()
         if newest == entry.last_seq:
             return

@@ -817,6 +817,36 @@ PLAIN_RECORDS = [
     {"content": "no id", "id": None},
     {"content": "tags cleaned", "tags": [" a ", "a", "b "], "importance": 0.0},
     {"content": "x", "expires_at": None, "last_accessed_at": None, "tier": "permanent"},
+    {
+        **CLOUD_RECORD,
+        "versions": [
+            {
+                "version": 1,
+                "content": "first draft",
+                "type": "note",
+                "tags": ["a"],
+                "metadata": {},
+                "importance": 0.5,
+                "workspace": "default",
+                "tier": "permanent",
+                "expires_at": None,
+                "created_at": "2025-04-01T10:00:00Z",
+            },
+            {"version": 3, "content": "third", "created_at": "2025-04-02T10:00:00+02:00"},
+            {
+                "version": 2,
+                "content": "x",
+                "expires_at": "2025-04-03T00:00:00Z",
+                "created_at": "2025-04-02T00:00:00Z",
+                "memory_type": "todo",
+                "unknown": 1,
+            },
+        ],
+    },
+    {
+        "content": "numbered after its versions",
+        "versions": [{"version": 2, "content": "y", "created_at": "2025-04-02T10:00:00Z"}],
+    },
 ]
 UNUSUAL_BUT_VALID = [
     {"content": "naive time", "created_at": "2025-05-01T10:00:00"},
@@ -863,6 +893,35 @@ INVALID = [
     {"content": "x", "tier": "permanent", "expires_at": "2099-01-01T00:00:00Z"},
     {"content": "x", "versions": {}},
     {"content": "x", "versions": [{"content": "no number"}]},
+    {"content": "x", "versions": [{"version": 1, "content": "x"}]},
+    {
+        "content": "x",
+        "versions": [{"version": 1, "content": "", "created_at": "2025-01-01T00:00:00Z"}],
+    },
+    {
+        "content": "x",
+        "versions": [
+            {
+                "version": 1,
+                "content": "x",
+                "created_at": "2025-01-01T00:00:00Z",
+                "expires_at": "soon",
+            }
+        ],
+    },
+    {
+        "content": "x",
+        "version": 2,
+        "versions": [{"version": 2, "content": "x", "created_at": "2025-01-01T00:00:00Z"}],
+    },
+    {
+        "content": "x",
+        "versions": [
+            {"version": 1, "content": "a", "created_at": "2025-01-01T00:00:00Z"},
+            {"version": 1, "content": "b", "created_at": "2025-01-01T00:00:00Z"},
+        ],
+    },
+    {"content": "x", "versions": ["not a version"]},
 ]
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from memories import search as search_engine
 from memories import services
 from memories.models import Memory
 from memories.tenant_db import bind_tenant_database
@@ -108,6 +109,21 @@ def test_filters_are_exact_in_every_strategy(alice_api, strategy):
         body = search(alice_api, query, strategy=strategy, **params)
         assert body["results"], params
         assert all(check(result["memory"]) for result in body["results"]), params
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "hybrid"])
+def test_a_filter_finds_matches_ranked_below_the_first_candidates(alice_api, strategy, monkeypatch):
+    # Keyword ranking keeps a window of the best matches before filtering; the window is
+    # shrunk here so that every match of the filtered workspace falls outside it.
+    monkeypatch.setattr(search_engine, "KEYWORD_WINDOW", 5)
+    seed(alice_api, [{"content": f"zebra zebra zebra stripes {n}"} for n in range(12)])
+    wanted = seed(
+        alice_api,
+        [{"content": f"one zebra among many other words {n}"} for n in range(3)],
+        workspace="rare",
+    )
+    body = search(alice_api, "zebra", strategy=strategy, workspace="rare", limit=3)
+    assert sorted(ids_of(body)) == sorted(wanted)
 
 
 def test_metadata_and_date_filters(alice_api):
