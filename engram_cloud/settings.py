@@ -316,6 +316,14 @@ ENGRAM_STORAGE_ENDPOINT_URL = env_str("ENGRAM_STORAGE_ENDPOINT_URL")
 ENGRAM_STORAGE_REGION = env_str("ENGRAM_STORAGE_REGION", "auto")
 ENGRAM_STORAGE_ACCESS_KEY_ID = env_str("ENGRAM_STORAGE_ACCESS_KEY_ID")
 ENGRAM_STORAGE_SECRET_ACCESS_KEY = env_str("ENGRAM_STORAGE_SECRET_ACCESS_KEY")
+
+
+def _s3_transfer_config() -> object:
+    from boto3.s3.transfer import TransferConfig  # imported only when a bucket is configured
+
+    return TransferConfig(max_concurrency=2)
+
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -330,6 +338,10 @@ STORAGES = {
                 "secret_key": ENGRAM_STORAGE_SECRET_ACCESS_KEY or None,
                 "default_acl": None,
                 "file_overwrite": False,
+                # Bounded memory (bench/backup.py): downloads spill to disk past 8 MiB (the
+                # default keeps a whole backup in memory), two 8 MiB parts in flight at once.
+                "max_memory_size": 8 * 1024 * 1024,
+                "transfer_config": _s3_transfer_config(),
             },
         }
         if ENGRAM_STORAGE_BUCKET

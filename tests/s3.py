@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from moto.server import ThreadedMotoServer
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -49,6 +50,8 @@ class S3Bucket:
                 "secret_key": CREDENTIALS["aws_secret_access_key"],
                 "default_acl": None,
                 "file_overwrite": False,
+                "max_memory_size": 8 * 1024 * 1024,
+                "transfer_config": TransferConfig(max_concurrency=2),
             },
         }
 

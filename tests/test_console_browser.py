@@ -7,11 +7,13 @@ Fails when chromium is missing, unless ENGRAM_SKIP_BROWSER_TESTS=1.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from django.core import mail
 from django.core.cache import cache
 from django.db import connections
+from django.utils import timezone
 
 from billing.usage import flush_usage
 from tenants.models import ApiKey, Membership, Role, Tenant
@@ -194,6 +197,62 @@ def test_sign_up_to_shared_memories_in_a_browser(browser: Any, live_server: Any)
     ]:
         anonymous.goto(path)
         shot(anonymous, name)
+
+
+def test_an_owner_restores_a_backup_and_a_time_in_a_browser(
+    browser: Any, live_server: Any, s3_storage: Any, tasks_inline: None
+) -> None:
+    from backups.services import back_up_tenant
+    from memories import services as memory_services
+    from memories.models import Memory
+    from memories.tenant_db import bind_tenant_database
+    from tenants import services
+
+    cache.clear()
+    owner = services.get_or_create_user("rita@example.com")
+    owner.set_password(PASSWORD)
+    owner.save()
+    tenant = services.provision_tenant(slug="rita-lab", owner=owner)
+
+    def remember(content: str) -> None:
+        with bind_tenant_database(tenant.id):
+            memory_services.create_memory(content=content)
+
+    def contents() -> list[str]:
+        with bind_tenant_database(tenant.id):
+            return sorted(Memory.objects.values_list("content", flat=True))
+
+    remember("first")
+    backup = back_up_tenant(tenant)
+    remember("second")
+
+    page = browser.new_context(base_url=live_server.url).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto("/accounts/login/?next=/console/w/rita-lab/backups")
+    page.fill("input[name=username]", "rita@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.card button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/console/w/rita-lab/backups")
+    shot(page, "backups")
+    assert page.locator("#backups tbody tr").count() == 1
+
+    page.click(f"#backups form:has(input[value='{backup.pk}']) button")
+    page.wait_for_url(f"{live_server.url}/console/w/rita-lab/backups")
+    assert page.locator("#restore-progress", has_text="restored").count() == 1
+    assert contents() == ["first"]
+    shot(page, "backups-restored")
+
+    remember("third")
+    # The field takes whole seconds (UTC): the next second after "third", then "fourth" later.
+    moment = timezone.now().replace(microsecond=0) + dt.timedelta(seconds=1)
+    time.sleep((moment - timezone.now()).total_seconds() + 1.05)
+    remember("fourth")
+    page.fill("#at", moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    page.click("#restore-at button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/console/w/rita-lab/backups")
+    assert page.locator("#restore-progress td", has_text="restored").count() == 2
+    assert contents() == ["first", "third"]
+    shot(page, "backups-restored-to-a-time")
 
 
 def test_a_missing_chromium_fails_the_browser_test_rather_than_skipping_it(tmp_path: Path) -> None:
