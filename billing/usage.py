@@ -128,6 +128,9 @@ class RedisBuffer:
     def __init__(self) -> None:
         self._events: list[str] = []
         self._counters: dict[CounterKey, int] = {}
+        # Being sent: still counted by `unsent` until Redis holds them, so a quota check made
+        # while a send is on its way never misses them.
+        self._in_flight: dict[CounterKey, int] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._script: Any = None
@@ -147,7 +150,8 @@ class RedisBuffer:
         self._ensure_sender()
 
     def unsent(self, tenant_id: str, metric: str, month: str) -> int:
-        return self._counters.get((tenant_id, metric, month), 0)
+        key = (tenant_id, metric, month)
+        return self._counters.get(key, 0) + self._in_flight.get(key, 0)
 
     def pending(self) -> int:
         """Events kept in this process (not in Redis yet)."""
@@ -159,6 +163,7 @@ class RedisBuffer:
             with self._lock:
                 events, counters = self._events, self._counters
                 self._events, self._counters = [], {}
+                self._in_flight = counters
             if not events and not counters:
                 return True
             keys = list(counters)
@@ -177,9 +182,12 @@ class RedisBuffer:
                     self._events[:0] = events
                     for key, amount in counters.items():
                         self._counters[key] = self._counters.get(key, 0) + amount
+                    self._in_flight = {}
                 return False
-        for position in missing:
-            _seed_and_add(*keys[int(position) - 1], counters[keys[int(position) - 1]])
+            for position in missing:
+                _seed_and_add(*keys[int(position) - 1], counters[keys[int(position) - 1]])
+            with self._lock:
+                self._in_flight = {}
         return True
 
     def _ensure_sender(self) -> None:

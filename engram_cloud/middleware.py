@@ -89,3 +89,34 @@ def body_limit_for(path: str) -> int:
     if path.rstrip("/") == "/v1/import":
         return settings.ENGRAM_IMPORT_MAX_BODY_BYTES
     return settings.ENGRAM_MAX_BODY_BYTES
+
+
+class TenantUnavailableMiddleware:
+    """Console pages that read a workspace's memories while it is being restored (or its file
+    is missing) answer 503 with Retry-After, not 500. The /v1 API answers in its own envelope
+    (tenants.middleware)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from memories.tenant_db import TenantDatabaseMissing, TenantInMaintenance
+
+        if isinstance(exception, TenantInMaintenance):
+            response = HttpResponse(
+                "This workspace is being restored; try again in a minute.",
+                status=503,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(exception.retry_after)
+            return response
+        if isinstance(exception, TenantDatabaseMissing):
+            return HttpResponse(
+                "This workspace's data is unavailable right now.",
+                status=503,
+                content_type="text/plain; charset=utf-8",
+            )
+        return None

@@ -75,6 +75,7 @@ def usage_buffer_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(usage, "local_buffer", usage.LocalBuffer())
     monkeypatch.setattr(usage.redis_buffer, "_events", [])
     monkeypatch.setattr(usage.redis_buffer, "_counters", {})
+    monkeypatch.setattr(usage.redis_buffer, "_in_flight", {})
     yield
 
 

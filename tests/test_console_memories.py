@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from memories import services as memory_services
-from memories.tenant_db import bind_tenant_database
+from memories.tenant_db import bind_tenant_database, maintenance_marker
 from tenants.models import AuditEvent
 from tests.console_cast import Cast, make_cast
 
@@ -64,3 +67,16 @@ def test_the_audit_log_shows_the_workspace_events_only(cast: Cast) -> None:
         assert action in page
     assert "charlies" not in page
     assert AuditEvent.objects.filter(target="charlies").exists()
+
+
+def test_a_workspace_being_restored_gets_a_503_page_not_a_500(cast: Cast) -> None:
+    marker = maintenance_marker(cast.tenant.id)
+    marker.write_text(f"{time.time() + 60} {os.getpid()}")
+    try:
+        page = cast.client("vic").get("/console/w/acme/memories")
+        assert page.status_code == 503
+        assert int(page["Retry-After"]) >= 1
+        assert "being restored" in page.content.decode()
+    finally:
+        marker.unlink()
+    assert cast.client("vic").get("/console/w/acme/memories").status_code == 200
