@@ -315,7 +315,7 @@ def stage_costs(key: str, count: int) -> list[list[Any]]:
         ),
         (
             "check_request_quotas (counter known, no trip)",
-            lambda: check_request_quotas(tenant, "reads", {"api_calls": 0}),
+            lambda: check_request_quotas(tenant, "writes", "POST", {"api_calls": 0}),
         ),
         ("usage.record (into the process's outbox, no trip)", record),
         ("10 x usage.record + one send of the outbox (1 trip)", send_ten),

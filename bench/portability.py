@@ -164,7 +164,7 @@ def report(count: int, setup: dict, imported: dict, exported: dict) -> None:
     rows.insert(1, breakdown_row("  pass one: parse, validate, stage", imported["staging_seconds"]))
     rows.insert(2, breakdown_row("  pass two: store_embeddings", imported["embedding_seconds"]))
     writing = imported["seconds"] - imported["staging_seconds"] - imported["embedding_seconds"]
-    rows.insert(3, breakdown_row("  pass two: rows, FTS triggers, commits", writing))
+    rows.insert(3, breakdown_row("  pass two: rows, FTS index, commits", writing))
     print_table(
         [
             "phase",

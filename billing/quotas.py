@@ -22,7 +22,14 @@ from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants.authentication import TenantRef
 
 
-def quota_exceeded(metric: str, current: int, limit: int, **details: object) -> ApiError:
+def upgrade_url(tenant: TenantRef) -> str:
+    """Where to raise the limit: the workspace's billing page unless ENGRAM_UPGRADE_URL says."""
+    return settings.ENGRAM_UPGRADE_URL.replace("{slug}", tenant.slug)
+
+
+def quota_exceeded(
+    tenant: TenantRef, metric: str, current: int, limit: int, **details: object
+) -> ApiError:
     QUOTA_EXCEEDED.inc()
     return ApiError(
         402,
@@ -31,32 +38,41 @@ def quota_exceeded(metric: str, current: int, limit: int, **details: object) -> 
         metric=metric,
         current=current,
         limit=limit,
-        upgrade_url=settings.ENGRAM_UPGRADE_URL,
+        upgrade_url=upgrade_url(tenant),
         **details,
     )
 
 
-def request_quotas(tenant: TenantRef, group: str) -> list[tuple[str, int]]:
-    """The monthly counters a request of `group` is checked against: (metric, limit)."""
+# Reads (exports included) are never refused by the monthly API-call quota: a workspace over
+# it, after a downgrade say, can still read and take its data out.
+UNMETERED_BY_QUOTA = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def request_quotas(tenant: TenantRef, group: str, method: str) -> list[tuple[str, int]]:
+    """The monthly counters a request is checked against: (metric, limit). API calls for
+    anything but a read, searches for a search."""
     plan = plans.get(tenant.plan_code)
-    checks = [("api_calls", plan.max_api_calls_per_month)]
+    checks = []
+    if method not in UNMETERED_BY_QUOTA:
+        checks.append(("api_calls", plan.max_api_calls_per_month))
     if group == "search":
         checks.append(("searches", plan.max_searches_per_month))
     return [(metric, limit) for metric, limit in checks if limit is not None]
 
 
 def check_request_quotas(
-    tenant: TenantRef, group: str, known: Mapping[str, int | None] | None = None
+    tenant: TenantRef, group: str, method: str, known: Mapping[str, int | None] | None = None
 ) -> None:
-    """Before a request is handled: its monthly API calls, and searches for a search.
+    """Before a request is handled: its monthly API calls (not for reads), and searches for
+    a search.
 
     `known` holds counters just read from the cache (None where it had none: read and seeded
     here).
     """
-    for metric, limit in request_quotas(tenant, group):
+    for metric, limit in request_quotas(tenant, group, method):
         current = month_usage(str(tenant.id), metric, known=(known or {}).get(metric))
         if current >= limit:
-            raise quota_exceeded(f"{metric}_per_month", current, limit)
+            raise quota_exceeded(tenant, f"{metric}_per_month", current, limit)
 
 
 def require_search_quota(tenant: TenantRef) -> None:
@@ -65,7 +81,7 @@ def require_search_quota(tenant: TenantRef) -> None:
     if limit is not None:
         current = month_usage(str(tenant.id), "searches")
         if current >= limit:
-            raise quota_exceeded("searches_per_month", current, limit)
+            raise quota_exceeded(tenant, "searches_per_month", current, limit)
 
 
 def stored_memories() -> int:
@@ -86,8 +102,8 @@ def require_capacity(tenant: TenantRef, adding: int = 1) -> None:
     if plan.max_memories is not None:
         current = stored_memories()
         if current + adding > plan.max_memories:
-            raise quota_exceeded("memories", current, plan.max_memories)
+            raise quota_exceeded(tenant, "memories", current, plan.max_memories)
     if plan.max_storage_bytes is not None:
         used = storage_bytes()
         if used >= plan.max_storage_bytes:
-            raise quota_exceeded("storage_bytes", used, plan.max_storage_bytes)
+            raise quota_exceeded(tenant, "storage_bytes", used, plan.max_storage_bytes)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -89,10 +90,12 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_ratelimit",
+    "djstripe",
     "tenants",
     "billing",
     "memories",
     "mcp",
+    "backups",
 ]
 
 MIDDLEWARE = [
@@ -251,7 +254,8 @@ CORS_ALLOW_HEADERS = [
 CORS_EXPOSE_HEADERS = ["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After"]
 
 # --- Plans, quotas and usage ----------------------------------------------------------------------
-ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/billing/")
+# Where a 402 `quota_exceeded` sends people; `{slug}` becomes the tenant's slug.
+ENGRAM_UPGRADE_URL = env_str("ENGRAM_UPGRADE_URL", "/console/w/{slug}/billing")
 # The embedded default flushes buffered usage events from each process this often (0: never;
 # with REDIS_URL the Celery beat task flushes instead).
 ENGRAM_USAGE_FLUSH_SECONDS = env_int("ENGRAM_USAGE_FLUSH_SECONDS", 5)
@@ -264,6 +268,24 @@ ENGRAM_GATEWAY_ENABLED = env_bool("ENGRAM_GATEWAY_ENABLED", True)
 # Off: requests are rate limited and quota-checked but not metered (bench/gateway.py).
 ENGRAM_METERING_ENABLED = env_bool("ENGRAM_METERING_ENABLED", True)
 
+# --- Billing (Stripe through dj-stripe) ---------------------------------------------------------
+# No STRIPE_SECRET_KEY: billing is off; every tenant stays on Free or the plan staff set.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
+# The signing secret of the webhook endpoint (`whsec_…`); `manage.py stripe_webhook_endpoint`
+# stores it on dj-stripe's WebhookEndpoint row, which is what verifies the signatures.
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+# Tests point the SDK at a local fake Stripe; unset in production.
+STRIPE_API_BASE = env_str("STRIPE_API_BASE")
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# After a failed payment the tenant keeps its plan this many days, then drops to Free.
+ENGRAM_BILLING_GRACE_DAYS = env_int("ENGRAM_BILLING_GRACE_DAYS", 7)
+# Stripe Billing Meter event names usage is reported under.
+ENGRAM_STRIPE_METER_API_CALLS = env_str("ENGRAM_STRIPE_METER_API_CALLS", "engram_api_calls")
+ENGRAM_STRIPE_METER_SEARCHES = env_str("ENGRAM_STRIPE_METER_SEARCHES", "engram_searches")
+ENGRAM_STRIPE_METER_MEMORIES = env_str("ENGRAM_STRIPE_METER_MEMORIES", "engram_memories_created")
+
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # No broker in the embedded default: a task called there runs at once, in the caller.
@@ -272,7 +294,66 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BEAT_SCHEDULE = {
     "flush-usage": {"task": "billing.tasks.flush_usage", "schedule": 10.0},
+    "end-billing-grace": {"task": "billing.tasks.end_billing_grace", "schedule": 3600.0},
+    "report-usage-to-stripe": {"task": "billing.tasks.report_usage_to_stripe", "schedule": 3600.0},
+    "reconcile-stripe-usage": {"task": "billing.tasks.reconcile_stripe_usage", "schedule": 86400.0},
+    "back-up-changed-tenants": {
+        "task": "backups.tasks.back_up_changed_tenants",
+        "schedule": float(env_int("ENGRAM_BACKUP_INTERVAL_SECONDS", 3600)),
+    },
+    "back-up-all-tenants": {
+        "task": "backups.tasks.back_up_all_tenants",
+        "schedule": crontab(minute=0, hour=env_int("ENGRAM_BACKUP_DAILY_HOUR_UTC", 3)),
+    },
+    "prune-backups": {"task": "backups.tasks.prune_backups", "schedule": 3600.0},
 }
+
+# --- Backups and exports (backups/) -------------------------------------------------------------
+# Where backups and exports are stored: the local filesystem (ENGRAM_DATA_DIR/objects) unless a
+# bucket is set, then S3 or any S3-compatible store (R2: set the endpoint URL).
+ENGRAM_STORAGE_BUCKET = env_str("ENGRAM_STORAGE_BUCKET")
+ENGRAM_STORAGE_ENDPOINT_URL = env_str("ENGRAM_STORAGE_ENDPOINT_URL")
+ENGRAM_STORAGE_REGION = env_str("ENGRAM_STORAGE_REGION", "auto")
+ENGRAM_STORAGE_ACCESS_KEY_ID = env_str("ENGRAM_STORAGE_ACCESS_KEY_ID")
+ENGRAM_STORAGE_SECRET_ACCESS_KEY = env_str("ENGRAM_STORAGE_SECRET_ACCESS_KEY")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "backups": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": ENGRAM_STORAGE_BUCKET,
+                "endpoint_url": ENGRAM_STORAGE_ENDPOINT_URL or None,
+                "region_name": ENGRAM_STORAGE_REGION,
+                "access_key": ENGRAM_STORAGE_ACCESS_KEY_ID or None,
+                "secret_key": ENGRAM_STORAGE_SECRET_ACCESS_KEY or None,
+                "default_acl": None,
+                "file_overwrite": False,
+            },
+        }
+        if ENGRAM_STORAGE_BUCKET
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": ENGRAM_DATA_DIR / "objects"},
+        }
+    ),
+}
+# The key-encryption key wrapping each backup's random data key: 32 bytes, base64. Losing it
+# loses every backup; changing it makes older backups unreadable. Unset with DEBUG off:
+# backups and restores refuse to run (the rest of the service does).
+ENGRAM_BACKUP_KEY = env_str("ENGRAM_BACKUP_KEY") or (
+    "ZGV2ZWxvcG1lbnQtb25seS1iYWNrdXAta2V5LTMyYiE=" if DEBUG else ""
+)
+# The frequent pass backs up tenants changed since their last backup; the daily pass all.
+ENGRAM_BACKUP_INTERVAL_SECONDS = env_int("ENGRAM_BACKUP_INTERVAL_SECONDS", 3600)
+ENGRAM_BACKUP_DAILY_HOUR_UTC = env_int("ENGRAM_BACKUP_DAILY_HOUR_UTC", 3)
+# Kept by the pruning task: the newest backup of each of the last N hours, days and weeks.
+ENGRAM_BACKUP_KEEP_HOURLY = env_int("ENGRAM_BACKUP_KEEP_HOURLY", 24)
+ENGRAM_BACKUP_KEEP_DAILY = env_int("ENGRAM_BACKUP_KEEP_DAILY", 14)
+ENGRAM_BACKUP_KEEP_WEEKLY = env_int("ENGRAM_BACKUP_KEEP_WEEKLY", 8)
+# A restore's maintenance marker expires after this long, even if the restore was killed.
+ENGRAM_RESTORE_MAX_SECONDS = env_int("ENGRAM_RESTORE_MAX_SECONDS", 900)
 
 # --- JWT (console users and SDKs) ---------------------------------------------------------------
 # Tokens are verified against the identity provider's JWKS; unset URL = JWTs are refused.

@@ -25,6 +25,8 @@ urlpatterns = [
     path("v1/", include("memories.api.urls")),
     path("v1/", include("billing.api.urls")),
     path("admin/", admin.site.urls),
+    # dj-stripe's webhook endpoint: /stripe/webhook/<uuid>/ (handlers in billing/webhooks.py).
+    path("stripe/", include("djstripe.urls", namespace="djstripe")),
     path("", landing, name="landing"),
     path("accounts/", include("tenants.console.accounts_urls")),
     path("console/api/", console_api.urls),

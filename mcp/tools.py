@@ -950,7 +950,7 @@ def memory_import(arguments: dict[str, Any], call: Call) -> dict[str, Any]:
         raise ToolFailed(f"Invalid export file: data.{error.field}: {error.message}") from None
     except portability.ImportQuotaExceeded as error:
         raise quota_exceeded(
-            "memories", error.current, error.limit, importing=error.importing
+            call.tenant, "memories", error.current, error.limit, importing=error.importing
         ) from None
     call.count("memories_created", result.imported)
     return result.as_dict()

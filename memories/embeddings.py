@@ -63,8 +63,10 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 def words_of(text: str) -> list[str]:
     """Lower-cased, accent-free words, stop words dropped."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(char for char in folded if not unicodedata.combining(char))
+    folded = text.lower()
+    if not folded.isascii():  # ASCII has no accents to strip: skip the per-character pass
+        folded = unicodedata.normalize("NFKD", folded)
+        folded = "".join(char for char in folded if not unicodedata.combining(char))
     return [word for word in _WORD.findall(folded) if word not in STOP_WORDS]
 
 
@@ -103,21 +105,56 @@ class HashedProvider:
         return np.asarray(indices, dtype=np.intp), np.asarray(weights, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        matrix = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for row, text in enumerate(texts):
-            counts = Counter(words_of(text))
-            if not counts:
-                continue
-            parts = [self._word_vectors(word) for word in counts]
-            indices = np.concatenate([part[0] for part in parts])
-            weights = np.concatenate(
-                [
-                    weights * (1.0 + math.log(count))
-                    for (_, weights), count in zip(parts, counts.values(), strict=True)
+        return normalise_rows(
+            np.vstack(
+                [np.zeros((0, self.dimension), dtype=np.float32)]
+                + [
+                    self._term_frequencies(texts[start : start + self.CHUNK])
+                    for start in range(0, len(texts), self.CHUNK)
                 ]
             )
-            matrix[row] = np.bincount(indices, weights=weights, minlength=self.dimension)
-        return normalise_rows(matrix)
+        )
+
+    CHUNK = 2000
+
+    def _term_frequencies(self, texts: Sequence[str]) -> np.ndarray:
+        """The texts' unnormalised vectors, all at once: one bincount over every feature.
+
+        Each text adds, for each distinct word, the word's signed feature weights times
+        1 + log(tf); features are summed in the order of the words, as a loop per text would.
+        """
+        word_ids: dict[str, int] = {}
+        occurrences: list[int] = []  # per (text, distinct word): the word's id in word_ids
+        frequencies: list[int] = []
+        words_per_text: list[int] = []
+        for text in texts:
+            counts = Counter(words_of(text))
+            words_per_text.append(len(counts))
+            occurrences += [word_ids.setdefault(word, len(word_ids)) for word in counts]
+            frequencies += counts.values()
+        matrix = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if not occurrences:
+            return matrix
+        parts = [self._word_vectors(word) for word in word_ids]
+        sizes = np.fromiter((len(part[0]) for part in parts), dtype=np.intp, count=len(parts))
+        starts = np.cumsum(sizes) - sizes
+        indices = np.concatenate([part[0] for part in parts])
+        weights = np.concatenate([part[1] for part in parts])
+        # Gather every occurrence's features: positions into indices/weights, in order.
+        ids = np.asarray(occurrences, dtype=np.intp)
+        lengths = sizes[ids]
+        ends = np.cumsum(lengths)
+        positions = np.arange(ends[-1]) - np.repeat(ends - lengths - starts[ids], lengths)
+        # 1 + log(tf) by math.log, once per distinct tf: exactly what a loop per word computes.
+        tf = np.asarray(frequencies, dtype=np.intp)
+        by_tf = [0.0] + [1.0 + math.log(count) for count in range(1, int(tf.max()) + 1)]
+        scale = np.asarray(by_tf, dtype=np.float32)[tf]
+        rows = np.repeat(np.arange(len(texts)), np.asarray(words_per_text, dtype=np.intp))
+        cells = np.repeat(rows * self.dimension, lengths) + indices[positions]
+        values = weights[positions] * np.repeat(scale, lengths)
+        sums = np.bincount(cells, weights=values, minlength=len(texts) * self.dimension)
+        matrix[:] = sums.reshape(len(texts), self.dimension)
+        return matrix
 
 
 # --- minilm ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import ijson
 from django.db import connections, models, transaction
@@ -58,6 +58,7 @@ from memories.api.serializers import (
     json_depth,
     workspace_validator,
 )
+from memories.bulk_index import bulk_insert_indexing
 from memories.models import (
     EdgeType,
     Memory,
@@ -675,34 +676,49 @@ def _assign_ids(batch: list[dict[str, Any]], floor: int, result: ImportResult) -
             result.renumbered[file_id] = staged["id"]
 
 
-def _column_value(field: models.Field, connection: Any) -> Callable[[Any], Any]:
-    """How a field's Python value is stored: what the ORM would write, without its overhead."""
+def _utc_text(value: dt.datetime | None) -> str | None:
+    """A datetime as Django's SQLite backend stores it (naive UTC text), without its checks."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # not what validated records hold; the backend decides
+        return connections[DATA_PLANE_ALIAS].ops.adapt_datetimefield_value(value)
+    return str(value.astimezone(dt.UTC).replace(tzinfo=None))
+
+
+def _column_value(field: models.Field) -> Callable[[Any], Any] | None:
+    """How a field's Python value is stored (None: as it is): what the ORM would write."""
     if isinstance(field, models.JSONField):
         return json.dumps
     if isinstance(field, models.DateTimeField):
-        return connection.ops.adapt_datetimefield_value
-    return lambda value: value
+        return _utc_text
+    return None
 
 
 def _insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
     """INSERT rows (field name -> value, the same names in every row) with one executemany.
 
     bulk_create spends longer preparing values than SQLite spends inserting them, indexes
-    included (bench/portability.py); this converts only what SQLite cannot take as it is.
+    included (bench/portability.py); this converts only what SQLite cannot take as it is,
+    a column at a time.
     """
     if not rows:
         return
     connection = connections[DATA_PLANE_ALIAS]
     fields = [model._meta.get_field(name) for name in rows[0]]
-    converters = [_column_value(field, connection) for field in fields]
     sql = (
         f"INSERT INTO {model._meta.db_table} ({', '.join(field.column for field in fields)}) "
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
-    values = [
-        tuple(convert(value) for convert, value in zip(converters, row.values(), strict=True))
-        for row in rows
-    ]
+    columns = zip(*(row.values() for row in rows), strict=True)
+    values = list(
+        zip(
+            *(
+                column if (convert := _column_value(field)) is None else map(convert, column)
+                for field, column in zip(fields, columns, strict=True)
+            ),
+            strict=True,
+        )
+    )
     with connection.cursor() as cursor:
         cursor.executemany(sql, values)
 
@@ -742,14 +758,26 @@ def _version_row(memory_id: int, version: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _Embeddable(NamedTuple):
+    """What store_embeddings reads of a memory, without building a Memory per row."""
+
+    pk: int
+    content: str
+    tags: list[str]
+
+
 def _write_batch(batch: list[dict[str, Any]], floor: int, result: ImportResult) -> None:
     """Pass two, one batch: memories, tag rows, versions and vectors in one transaction.
 
-    Plain INSERTs into memories_memory fire the search-index triggers like any other write.
+    The search index is written for the whole batch at once (bulk_insert_indexing), in the
+    same transaction.
     """
     with transaction.atomic(using=DATA_PLANE_ALIAS):
         _assign_ids(batch, floor, result)
-        _insert_rows(Memory, [{name: staged[name] for name in MEMORY_COLUMNS} for staged in batch])
+        with bulk_insert_indexing([staged["id"] for staged in batch]):
+            _insert_rows(
+                Memory, [{name: staged[name] for name in MEMORY_COLUMNS} for staged in batch]
+            )
         _insert_rows(
             MemoryTag,
             [{"memory_id": staged["id"], "tag": tag} for staged in batch for tag in staged["tags"]],
@@ -766,10 +794,7 @@ def _write_batch(batch: list[dict[str, Any]], floor: int, result: ImportResult) 
             if staged["file_id"] is not None:
                 result.stored[staged["file_id"]] = staged["id"]
             result.links += [(staged["id"], link) for link in staged.get("links", ())]
-        # store_embeddings reads only the id, content and tags.
-        store_embeddings(
-            [Memory(pk=row["id"], content=row["content"], tags=row["tags"]) for row in batch]
-        )
+        store_embeddings([_Embeddable(row["id"], row["content"], row["tags"]) for row in batch])
     result.imported += len(batch)
 
 

@@ -9,6 +9,9 @@ tenant file open and the number of open files does not grow with the number of t
 from __future__ import annotations
 
 import contextvars
+import math
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,12 +43,55 @@ class TenantDatabaseMissing(RuntimeError):
     """The tenant's database file does not exist (never provisioned, or removed)."""
 
 
+class TenantInMaintenance(RuntimeError):
+    """The tenant's database is being restored: nothing may use it until that ends."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"The tenant is in maintenance; retry in {retry_after} s.")
+        self.retry_after = retry_after
+
+
+# Longest a client is told to wait; a restore usually ends within it.
+MAINTENANCE_RETRY_AFTER_SECONDS = 30
+
+
 def tenant_directory(tenant_id: uuid.UUID | str) -> Path:
     return Path(settings.ENGRAM_DATA_DIR) / "tenants" / str(tenant_id)
 
 
 def tenant_database_path(tenant_id: uuid.UUID | str) -> Path:
     return tenant_directory(tenant_id) / "engram.db"
+
+
+def maintenance_marker(tenant_id: uuid.UUID | str) -> Path:
+    """While this file exists, the tenant is in maintenance. It holds the epoch second the
+    maintenance ends at and the id of the process doing it. A file, not a cache entry: every
+    process on the tenant's node sees it; a restore killed half-way leaves a marker that is
+    ignored once its process is gone or its time is up."""
+    return tenant_directory(tenant_id) / "maintenance"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def maintenance_retry_after(tenant_id: uuid.UUID | str) -> int | None:
+    """Seconds to tell a client to wait, or None when the tenant is not in maintenance."""
+    try:
+        ends, pid = maintenance_marker(tenant_id).read_text().split()
+        remaining = float(ends) - time.time()
+        alive = _process_alive(int(pid))
+    except (FileNotFoundError, ValueError):
+        return None
+    if remaining <= 0 or not alive:
+        return None
+    return max(1, min(math.ceil(remaining), MAINTENANCE_RETRY_AFTER_SECONDS))
 
 
 def current_database_path() -> Path | None:
@@ -77,6 +123,9 @@ def bind_database_file(path: Path) -> Iterator[None]:
 @contextmanager
 def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
     """Bind the tenant's file for the block; every `memories` query inside goes there."""
+    retry_after = maintenance_retry_after(tenant_id)
+    if retry_after is not None:
+        raise TenantInMaintenance(retry_after)
     path = tenant_database_path(tenant_id)
     already_open = connections[DATA_PLANE_ALIAS].open_path == path
     if not already_open and not path.exists():

@@ -14,23 +14,34 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from django.conf import settings
 from django.db import connections
 
 from memories.embeddings import EmbeddingError, EmbeddingProvider, HashedProvider, get_provider
-from memories.models import Memory, MemoryEmbedding
+from memories.models import MemoryEmbedding
 from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
 
 logger = logging.getLogger(__name__)
 
 
-def embedding_text(memory: Memory) -> str:
+class Embeddable(Protocol):
+    """What a vector is computed from: a Memory, or an import's row before it is one."""
+
+    pk: int
+    content: str
+    tags: list[str]
+
+
+def embedding_text(memory: Embeddable) -> str:
     return " ".join([memory.content, *memory.tags])
 
 
-def store_embeddings(memories: Sequence[Memory], provider: EmbeddingProvider | None = None) -> bool:
+def store_embeddings(
+    memories: Sequence[Embeddable], provider: EmbeddingProvider | None = None
+) -> bool:
     """Compute and save the vectors of these memories in the bound tenant's database.
 
     A provider failure does not fail the write: the memory is kept without a vector and
@@ -44,15 +55,19 @@ def store_embeddings(memories: Sequence[Memory], provider: EmbeddingProvider | N
     except EmbeddingError:
         logger.exception("embedding failed; memories kept without vectors")
         return False
-    MemoryEmbedding.objects.bulk_create(
-        [
-            MemoryEmbedding(memory_id=memory.pk, model=provider.name, vector=vector.tobytes())
-            for memory, vector in zip(memories, vectors, strict=True)
-        ],
-        update_conflicts=True,
-        unique_fields=["memory"],
-        update_fields=["model", "vector"],
-    )
+    # An upsert with one executemany: what bulk_create(update_conflicts=True) sends, without
+    # building a model instance per vector (imports store 100k of them).
+    table = MemoryEmbedding._meta.db_table
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (memory_id, model, vector) VALUES (%s, %s, %s) "
+            "ON CONFLICT (memory_id) DO UPDATE "
+            "SET model = excluded.model, vector = excluded.vector",
+            [
+                (memory.pk, provider.name, vector.tobytes())
+                for memory, vector in zip(memories, vectors, strict=True)
+            ],
+        )
     return True
 
 

@@ -52,7 +52,9 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "status", "plan", "created_at"]
     list_filter = ["status", "plan"]
     search_fields = ["slug", "name", "id"]
-    readonly_fields = ["id", "status", "created_at"]
+    # The plan follows the Stripe subscription (billing.services.change_plan); staff pin one
+    # with the tenant's billing row's plan override.
+    readonly_fields = ["id", "status", "plan", "created_at"]
     inlines = [MembershipInline, ApiKeyInline]
     actions = ["suspend", "reactivate"]
 

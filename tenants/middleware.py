@@ -20,10 +20,10 @@ from billing.ratelimit import Counters, Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response
 from engram_cloud.metrics import RATE_LIMITED
 from mcp.jsonrpc import MCP_PATHS, api_error_response
-from memories.tenant_db import TenantDatabaseMissing, bind_tenant_database
+from memories.tenant_db import TenantDatabaseMissing, TenantInMaintenance, bind_tenant_database
 from tenants.authentication import Principal, TenantRef, authenticate
 from tenants.models import RESERVED_SLUGS, Membership, Tenant, TenantStatus
-from tenants.permissions import ROLE_SCOPES
+from tenants.permissions import membership_scopes
 
 TENANT_HEADER = "X-Engram-Tenant"
 PUBLIC_API_PATHS = frozenset({"/v1/openapi.json"})
@@ -80,14 +80,10 @@ def authorize_member(principal: Principal, tenant: TenantRef) -> Principal:
     """A person (JWT) acts in a tenant with the scopes of their role there, if they belong."""
     if principal.tenant is not None:
         return principal
-    role = (
-        Membership.objects.filter(user_id=principal.user_id, tenant_id=tenant.id)
-        .values_list("role", flat=True)
-        .first()
-    )
-    if role is None:
+    membership = Membership.objects.filter(user_id=principal.user_id, tenant_id=tenant.id).first()
+    if membership is None:
         raise ApiError(403, "forbidden", "You are not a member of this tenant.")
-    return replace(principal, tenant=tenant, scopes=ROLE_SCOPES[role])
+    return replace(principal, tenant=tenant, scopes=membership_scopes(membership, tenant.plan_code))
 
 
 def check_tenant_status(tenant: TenantRef) -> None:
@@ -102,7 +98,8 @@ class TenantApiMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not requires_tenant(request.path_info):
             return self.get_response(request)
-        group = route_group(request.method or "GET", request.path_info)
+        method = request.method or "GET"
+        group = route_group(method, request.path_info)
         decision: Decision | None = None
         tenant: TenantRef | None = None
         handled = False
@@ -115,13 +112,13 @@ class TenantApiMiddleware:
             if settings.ENGRAM_GATEWAY_ENABLED:
                 # One round trip to Redis: the token bucket's script also reads the month's
                 # counters the quotas need. A 402 still carries the RateLimit headers.
-                quotas = request_quotas(tenant, group)
+                quotas = request_quotas(tenant, group, method)
                 metrics = [metric for metric, _ in quotas]
                 keys = usage.counter_keys(tenant.id, metrics)
                 counters = [(key, ceiling) for key, (_, ceiling) in zip(keys, quotas, strict=True)]
                 decision = enforce_rate_limit(tenant, group, counters)
                 known = dict(zip(metrics, decision.read, strict=False)) if decision else None
-                check_request_quotas(tenant, group, known)
+                check_request_quotas(tenant, group, method, known)
             # What the handler adds (searches made, memories created) for metering.
             request.usage = {"searches": 1 if group == "search" else 0, "memories_created": 0}
             handled = True
@@ -129,6 +126,17 @@ class TenantApiMiddleware:
                 response = self.get_response(request)
         except ApiError as error:
             response = render_error(request, error)
+        except TenantInMaintenance as maintenance:
+            response = render_error(
+                request,
+                ApiError(
+                    503,
+                    "unavailable",
+                    "This tenant is in maintenance (a restore); retry shortly.",
+                    headers={"Retry-After": str(maintenance.retry_after)},
+                    retry_after=maintenance.retry_after,
+                ),
+            )
         except TenantDatabaseMissing:
             response = render_error(
                 request,

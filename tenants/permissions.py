@@ -2,7 +2,8 @@
 
 Every `/v1` view declares `required_scopes` per HTTP method; a method it does not list is
 refused (fail closed). A JWT-authenticated member gets the scopes of their role, and the web
-console asks the same table what a member may do there (`role_allows`).
+console asks the same table what a member may do there (`membership_scopes`): a member
+without a seat on the workspace's plan (billing.seats) holds only the read-only scopes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, TypeVar
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import BasePermission
 
-from tenants.models import Role
+from billing.seats import has_seat
+from tenants.models import Membership, Role
 
 
 class Scope(StrEnum):
@@ -59,6 +61,18 @@ ROLE_SCOPES: dict[str, frozenset[Scope]] = {
 def grants(scopes: frozenset[str], required: Scope) -> bool:
     """`admin` includes every API scope (not the console actions, which only roles hold)."""
     return required in scopes or (Scope.ADMIN in scopes and required in ALL_SCOPES)
+
+
+# What a member beyond the plan's member limit keeps.
+READ_ONLY_SCOPES = _VIEWER
+
+
+def membership_scopes(membership: Membership, plan_code: str) -> frozenset[Scope]:
+    """A member's scopes in their workspace: their role's, read-only without a seat."""
+    scopes = ROLE_SCOPES.get(membership.role, frozenset())
+    if not has_seat(membership, plan_code):
+        return scopes & READ_ONLY_SCOPES
+    return scopes
 
 
 def role_allows(role: str, action: Scope) -> bool:

@@ -31,7 +31,13 @@ from tenants.models import (
     User,
     slug_validator,
 )
-from tenants.permissions import ALL_SCOPES, DEFAULT_KEY_SCOPES, Scope, role_allows
+from tenants.permissions import (
+    ALL_SCOPES,
+    DEFAULT_KEY_SCOPES,
+    Scope,
+    grants,
+    membership_scopes,
+)
 
 
 def record_audit(
@@ -456,12 +462,12 @@ def _other_owners(membership: Membership) -> int:
 
 
 def _acting_role(tenant: Tenant, actor: User) -> str:
-    role = (
-        Membership.objects.filter(tenant=tenant, user=actor).values_list("role", flat=True).first()
-    )
-    if role is None or not role_allows(role, Scope.MEMBERS_MANAGE):
+    acting = Membership.objects.filter(tenant=tenant, user=actor).first()
+    if acting is None or not grants(
+        membership_scopes(acting, tenant.plan_id), Scope.MEMBERS_MANAGE
+    ):
         raise PermissionDenied("You may not manage this workspace's members.")
-    return role
+    return acting.role
 
 
 def change_role(membership: Membership, role: str, *, actor: User) -> Membership:

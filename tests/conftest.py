@@ -28,6 +28,10 @@ from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants import services
 from tenants.models import ApiKey, Tenant
 from tenants.permissions import DEFAULT_KEY_SCOPES
+from tests.stripe_fixtures import fake_stripe, stripe_prices, webhook_path  # noqa: F401
+
+# s3_server / s3_storage: a real S3-protocol server on loopback (backup storage tests).
+pytest_plugins = ["tests.s3"]
 
 _DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_serialized_rollback"}
 

@@ -152,3 +152,31 @@ def test_only_staff_get_into_the_admin(acme, who):
     acme.tenant.refresh_from_db()
     assert acme.tenant.status == TenantStatus.ACTIVE
     assert not AuditEvent.objects.filter(action="tenant.suspended").exists()
+
+
+def test_staff_pin_a_plan_in_the_billing_admin_and_it_is_audited(admin_client, acme, staff):
+    from billing.models import TenantBilling
+
+    add = reverse("admin:billing_tenantbilling_add")
+    response = admin_client.post(add, {"tenant": acme.tenant.pk, "plan_override": "team"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    acme.tenant.refresh_from_db()
+    assert acme.tenant.plan_id == "team"
+    change = AuditEvent.objects.get(action="billing.plan_changed")
+    assert change.actor == staff
+    assert change.metadata == {"from": "free", "to": "team", "reason": "staff_override"}
+    assert AuditEvent.objects.filter(action="billing.plan_override", actor=staff).exists()
+
+    # Clearing the override lets the subscription decide again: none, so Free.
+    page = reverse("admin:billing_tenantbilling_change", args=[acme.tenant.pk])
+    assert admin_client.post(page, {"plan_override": ""}).status_code == 302
+    acme.tenant.refresh_from_db()
+    assert acme.tenant.plan_id == "free"
+    assert TenantBilling.objects.get(tenant=acme.tenant).plan_override is None
+
+
+def test_the_tenant_page_shows_the_plan_without_a_field_to_change_it(admin_client, acme):
+    page = admin_client.get(reverse("admin:tenants_tenant_change", args=[acme.tenant.pk]))
+    html = page.content.decode()
+    assert 'name="slug"' in html and 'name="plan"' not in html
+    assert "Free" in html

@@ -43,6 +43,14 @@ WORKSPACE_URLS: dict[str, Page] = {
     "memories": Page("GET", Scope.MEMORIES_READ),
     "memory": Page("GET", Scope.MEMORIES_READ, kwargs=lambda c: {"memory_id": c.memory_id}),
     "audit": Page("GET", Scope.AUDIT_VIEW),
+    "billing": Page("GET", Scope.BILLING),
+    "billing_success": Page("GET", Scope.BILLING),
+    "billing_cancel": Page("GET", Scope.BILLING),
+    # Billing is off in these tests (no Stripe keys): both send the owner back to the page.
+    "billing_checkout": Page(
+        "POST", Scope.BILLING, data=lambda c: {"plan": "enterprise"}, allowed_status=302
+    ),
+    "billing_portal": Page("POST", Scope.BILLING, allowed_status=302),
     "console_api:usage_daily": Page("GET", Scope.MEMORIES_READ),
     "workspace_rename": Page(
         "POST", Scope.WORKSPACE_MANAGE, data=lambda c: {"name": "Acme Inc"}, allowed_status=302

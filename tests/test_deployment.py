@@ -111,13 +111,15 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
     env["GUNICORN_BIND"] = f"127.0.0.1:{port}"
     env["WEB_CONCURRENCY"] = "2"
     manage = [sys.executable, "manage.py"]
+    # The real migrations, dj-stripe's included (the suite itself uses a generated one for
+    # dj-stripe: its own take over a minute on SQLite).
     migrated = subprocess.run(
         [*manage, "migrate", "--noinput"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert migrated.returncode == 0, migrated.stderr
     created = subprocess.run(

@@ -142,8 +142,20 @@ def test_the_monthly_api_call_quota_is_a_402_never_a_429(alice_api):
     set_plan(max_api_calls_per_month=4, requests_per_minute=None, burst=None)
     for _ in range(4):
         assert alice_api.get("/v1/memories").status_code == 200
-    body = assert_error(alice_api.get("/v1/memories"), 402, "quota_exceeded")
+    body = assert_error(alice_api.post("/v1/memories", {"content": "x"}), 402, "quota_exceeded")
     assert (body["metric"], body["current"], body["limit"]) == ("api_calls_per_month", 4, 4)
+    assert body["upgrade_url"] == "/console/w/acme/billing"
+
+
+def test_reads_and_exports_are_never_refused_by_the_api_call_quota(alice_api):
+    """Over the quota (after a downgrade, say) a workspace can still read and take its data."""
+    set_plan(max_api_calls_per_month=1, requests_per_minute=None, burst=None)
+    assert alice_api.post("/v1/memories", {"content": "kept"}).status_code == 201
+    assert_error(alice_api.post("/v1/memories", {"content": "x"}), 402, "quota_exceeded")
+    assert alice_api.get("/v1/memories").json()["data"][0]["content"] == "kept"
+    assert alice_api.request("HEAD", "/v1/memories").status_code == 200
+    assert alice_api.get("/v1/stats").status_code == 200
+    assert alice_api.get("/v1/export").status_code == 200
 
 
 def test_with_a_rate_limit_too_the_quotas_stop_at_exactly_their_limit(alice_api):

@@ -8,7 +8,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -626,7 +625,7 @@ def test_an_import_over_the_quota_is_refused_whole(bob_api, globex):
     body = response.json()
     assert body["error"] == "quota_exceeded"
     assert (body["metric"], body["current"], body["limit"]) == ("memories", 3, 5)
-    assert body["upgrade_url"] == settings.ENGRAM_UPGRADE_URL
+    assert body["upgrade_url"] == "/console/w/globex/billing"
     assert len(stored(globex)) == 3
 
 
@@ -675,6 +674,44 @@ def test_imported_memories_are_in_the_keyword_index_and_have_embeddings(bob_api,
             cursor.execute("SELECT rowid FROM memories_fts WHERE memories_fts MATCH 'retro'")
             assert [row[0] for row in cursor.fetchall()] == [12]
         assert sorted(MemoryEmbedding.objects.values_list("memory_id", flat=True)) == [12, 13, 40]
+
+
+def index_rows(tenant):
+    """Both FTS indexes of a tenant, by memory content: what each memory is findable by."""
+    with bind_tenant_database(tenant.tenant.id), connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(
+            "CREATE VIRTUAL TABLE temp.memories_words_instance "
+            "USING fts5vocab(main, memories_words, 'instance')"
+        )
+        cursor.execute(
+            "SELECT m.content, f.tags, f.metadata FROM memories_fts f "
+            "JOIN memories_memory m ON m.id = f.rowid ORDER BY m.content"
+        )
+        fts = cursor.fetchall()
+        cursor.execute(
+            "SELECT m.content, v.term, v.col FROM memories_words_instance v "
+            "JOIN memories_memory m ON m.id = v.doc ORDER BY m.content, v.term, v.col, v.offset"
+        )
+        words = cursor.fetchall()
+        cursor.execute("INSERT INTO memories_words(memories_words) VALUES ('integrity-check')")
+        cursor.execute("INSERT INTO memories_fts(memories_fts) VALUES ('integrity-check')")
+    return fts, words
+
+
+def test_an_import_indexes_memories_as_writes_through_the_api_do(alice_api, acme, bob_api, globex):
+    fill_every_field(alice_api, acme)
+    result = imported(bob_api, export(alice_api))
+    assert result["imported"] == 16
+    fts, words = index_rows(acme)
+    assert len(fts) == 16 and words
+    assert index_rows(globex) == (fts, words)
+    # The insert trigger is back: a memory written after the import is indexed as usual.
+    create(bob_api, content="written after the import: zanzibar", tags=["later"])
+    with bind_tenant_database(globex.tenant.id), connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH 'zanzibar later'"
+        )
+        assert cursor.fetchone()[0] == 1
 
 
 def test_imports_write_in_batches(bob_api, globex, monkeypatch):

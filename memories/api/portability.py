@@ -137,7 +137,11 @@ class ImportView(APIView):
                 raise _file_error(error) from None
             except portability.ImportQuotaExceeded as error:
                 raise quota_exceeded(
-                    "memories", error.current, error.limit, importing=error.importing
+                    request.tenant,
+                    "memories",
+                    error.current,
+                    error.limit,
+                    importing=error.importing,
                 ) from None
             # The batches committed on their own; the key's record follows in one short
             # transaction (memories/idempotency.py).

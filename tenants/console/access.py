@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from tenants.models import Membership, Tenant, TenantStatus
-from tenants.permissions import Access, Scope, declare, role_allows
+from tenants.permissions import Access, Scope, declare, grants, membership_scopes
 
 
 @dataclass
@@ -30,8 +30,12 @@ class Workspace:
     def role(self) -> str:
         return self.membership.role
 
+    @functools.cached_property
+    def scopes(self) -> frozenset[Scope]:
+        return membership_scopes(self.membership, self.tenant.plan_id)
+
     def can(self, action: Scope) -> bool:
-        return role_allows(self.role, action)
+        return grants(self.scopes, action)
 
     def permissions(self) -> dict[str, bool]:
         """Every action by name (`members_manage`, …) for templates to show or hide controls."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from billing import console as billing
 from tenants.console import audit, keys, members, memories, usage, workspaces
 
 app_name = "console"
@@ -44,4 +45,9 @@ urlpatterns = [
         name="memory_delete",
     ),
     path("w/<slug:slug>/audit", audit.audit, name="audit"),
+    path("w/<slug:slug>/billing", billing.billing, name="billing"),
+    path("w/<slug:slug>/billing/checkout", billing.checkout, name="billing_checkout"),
+    path("w/<slug:slug>/billing/portal", billing.portal, name="billing_portal"),
+    path("w/<slug:slug>/billing/success", billing.success, name="billing_success"),
+    path("w/<slug:slug>/billing/cancel", billing.cancel, name="billing_cancel"),
 ]

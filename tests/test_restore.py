@@ -1,0 +1,276 @@
+"""Restoring tenants from backups in S3 (moto on loopback): to a backup, or to a point in time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from backups import tasks
+from backups.models import BackupReason, BackupRecord
+from backups.services import back_up_tenant, maintenance, prune_tenant_backups
+from memories.services import memory_versions
+from memories.tenant_db import bind_tenant_database
+from tenants.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def write(api, content: str, **fields) -> int:
+    response = api.post("/v1/memories", {"content": content, **fields})
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def contents(api) -> list[str]:
+    response = api.get("/v1/memories", {"limit": 100, "sort": "created_at"})
+    assert response.status_code == 200, response.content
+    return sorted(memory["content"] for memory in response.json()["data"])
+
+
+def searched(api, query: str) -> list[str]:
+    response = api.post("/v1/search", {"query": query, "strategy": "keyword"})
+    assert response.status_code == 200, response.content
+    return sorted(result["memory"]["content"] for result in response.json()["results"])
+
+
+def a_moment() -> timezone.datetime:
+    """A time strictly between the writes before and after it."""
+    time.sleep(0.01)
+    moment = timezone.now()
+    time.sleep(0.01)
+    return moment
+
+
+def restore(slug: str, *args: str) -> dict:
+    out = io.StringIO()
+    call_command("restore_tenant", slug, *args, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_it_restores_the_exact_earlier_content(acme, alice_api, s3_storage):
+    first = write(alice_api, "the vault code is 1234", tags=["vault"])
+    backup = back_up_tenant(acme.tenant)
+    write(alice_api, "written after the backup")
+    alice_api.patch(f"/v1/memories/{first}", {"content": "the vault code changed"})
+
+    result = restore("acme", "--backup", str(backup.pk))
+
+    assert result["backup"] == backup.pk
+    assert contents(alice_api) == ["the vault code is 1234"]
+    assert searched(alice_api, "vault") == ["the vault code is 1234"]
+    assert searched(alice_api, "changed") == []
+    memory = alice_api.get(f"/v1/memories/{first}").json()
+    assert memory["version"] == 1 and memory["tags"] == ["vault"]
+
+
+def test_the_replaced_database_is_kept_as_a_backup_of_its_own(acme, alice_api, s3_storage):
+    backup = back_up_tenant(acme.tenant)
+    write(alice_api, "only in the newer state")
+    result = restore("acme", "--backup", str(backup.pk))
+    previous = BackupRecord.objects.get(pk=result["previous_backup"])
+    assert previous.reason == BackupReason.PRE_RESTORE
+    assert contents(alice_api) == []
+
+    restore("acme", "--backup", str(previous.pk))
+    assert contents(alice_api) == ["only in the newer state"]
+
+
+def test_point_in_time_gives_exactly_the_memories_of_that_time(acme, alice_api, s3_storage):
+    back_up_tenant(acme.tenant)
+    kept = write(alice_api, "alpha first draft")
+    doomed = write(alice_api, "bravo will be deleted")
+    t1 = a_moment()
+    alice_api.patch(f"/v1/memories/{kept}", {"content": "alpha second draft", "tags": ["edited"]})
+    back_up_tenant(acme.tenant)  # a backup between the points in time
+    write(alice_api, "charlie arrives")
+    t2 = a_moment()
+    assert alice_api.delete(f"/v1/memories/{doomed}").status_code == 204
+    write(alice_api, "delta arrives last")
+    t3 = a_moment()
+    write(alice_api, "echo after every point")
+
+    restore("acme", "--at", t1.isoformat())
+    assert contents(alice_api) == ["alpha first draft", "bravo will be deleted"]
+    assert alice_api.get(f"/v1/memories/{kept}").json()["version"] == 1
+    assert searched(alice_api, "draft") == ["alpha first draft"]
+
+    restore("acme", "--at", t2.isoformat())
+    assert contents(alice_api) == ["alpha second draft", "bravo will be deleted", "charlie arrives"]
+    memory = alice_api.get(f"/v1/memories/{kept}").json()
+    assert memory["version"] == 2 and memory["tags"] == ["edited"]
+    with bind_tenant_database(acme.tenant.id):
+        _, versions = memory_versions(kept)
+    assert [(v.version, v.content) for v in versions] == [(1, "alpha first draft")]
+
+    restore("acme", "--at", t3.isoformat())
+    assert contents(alice_api) == ["alpha second draft", "charlie arrives", "delta arrives last"]
+    assert searched(alice_api, "bravo") == []
+    assert searched(alice_api, "delta") == ["delta arrives last"]
+
+
+def test_a_time_after_a_restore_follows_the_restored_history(acme, alice_api, s3_storage):
+    backup = back_up_tenant(acme.tenant)
+    write(alice_api, "lost by the restore")
+    restore("acme", "--backup", str(backup.pk))
+    write(alice_api, "written after the restore")
+    after = a_moment()
+    write(alice_api, "too late")
+
+    restore("acme", "--at", after.isoformat())
+    assert contents(alice_api) == ["written after the restore"]
+
+
+def semantic(api, query: str) -> list[str]:
+    response = api.post("/v1/search", {"query": query, "strategy": "semantic", "limit": 5})
+    assert response.status_code == 200, response.content
+    return [result["memory"]["content"] for result in response.json()["results"]]
+
+
+def test_semantic_search_sees_the_restored_memories(acme, alice_api, s3_storage):
+    back_up_tenant(acme.tenant)
+    write(alice_api, "penguins live in antarctica")
+    before = a_moment()
+    write(alice_api, "giraffes have long necks")
+    assert "giraffes have long necks" in semantic(alice_api, "giraffes necks")
+
+    restore("acme", "--at", before.isoformat())
+    assert "giraffes have long necks" not in semantic(alice_api, "giraffes necks")
+    assert "penguins live in antarctica" in semantic(alice_api, "penguins antarctica")
+
+
+def test_a_time_before_every_backup_is_refused(acme, alice_api, s3_storage):
+    early = timezone.now()
+    time.sleep(0.01)
+    back_up_tenant(acme.tenant)
+    write(alice_api, "still here")
+    with pytest.raises(CommandError, match="No backup"):
+        restore("acme", "--at", early.isoformat())
+    assert contents(alice_api) == ["still here"]
+
+
+def test_a_time_in_the_future_is_refused(acme, s3_storage):
+    back_up_tenant(acme.tenant)
+    with pytest.raises(CommandError, match="future"):
+        restore("acme", "--at", "2999-01-01T00:00:00Z")
+
+
+def test_a_time_without_offset_or_unparseable_is_refused(acme, s3_storage):
+    with pytest.raises(CommandError, match="offset"):
+        restore("acme", "--at", "2026-01-01T00:00:00")
+    with pytest.raises(CommandError, match="ISO-8601"):
+        restore("acme", "--at", "yesterday")
+
+
+def test_a_tampered_backup_is_refused_and_nothing_is_swapped(acme, alice_api, s3_storage):
+    backup = back_up_tenant(acme.tenant)
+    write(alice_api, "current content")
+    data = bytearray(s3_storage.read(backup.storage_key))
+    data[-100] ^= 0x01
+    s3_storage.write(backup.storage_key, bytes(data))
+    backup.sha256 = hashlib.sha256(bytes(data)).hexdigest()
+    backup.save()
+
+    with pytest.raises(CommandError, match=r"Nothing was restored.*authenticate"):
+        restore("acme", "--backup", str(backup.pk))
+    assert contents(alice_api) == ["current content"]
+    assert alice_api.get("/v1/memories").status_code == 200  # maintenance lifted
+
+
+def test_a_backup_changed_in_storage_fails_its_checksum(acme, alice_api, s3_storage):
+    backup = back_up_tenant(acme.tenant)
+    write(alice_api, "current content")
+    s3_storage.write(backup.storage_key, s3_storage.read(backup.storage_key)[:-10])
+    with pytest.raises(CommandError, match="checksum"):
+        restore("acme", "--backup", str(backup.pk))
+    assert contents(alice_api) == ["current content"]
+
+
+def test_another_tenants_backup_is_refused(acme, globex, alice_api, bob_api, s3_storage):
+    theirs = back_up_tenant(globex.tenant)
+    write(alice_api, "acme's own")
+    with pytest.raises(CommandError, match="has no backup"):
+        restore("acme", "--backup", str(theirs.pk))
+    # Even copied over acme's own backup, the file names globex in its authenticated header.
+    mine = back_up_tenant(acme.tenant)
+    s3_storage.write(mine.storage_key, s3_storage.read(theirs.storage_key))
+    mine.sha256 = theirs.sha256
+    mine.save()
+    with pytest.raises(CommandError, match="another tenant"):
+        restore("acme", "--backup", str(mine.pk))
+    assert contents(alice_api) == ["acme's own"]
+
+
+def test_maintenance_answers_503_for_that_tenant_only(acme, globex, alice_api, bob_api):
+    with maintenance(acme.tenant):
+        response = alice_api.get("/v1/memories")
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
+        assert 1 <= int(response["Retry-After"]) <= 30
+        assert bob_api.get("/v1/memories").status_code == 200
+    assert alice_api.get("/v1/memories").status_code == 200
+
+
+def test_a_restore_is_audited(acme, s3_storage):
+    backup = back_up_tenant(acme.tenant)
+    restore("acme", "--backup", str(backup.pk))
+    event = AuditEvent.objects.get(tenant=acme.tenant, action="tenant.restored")
+    assert event.metadata["backup"] == backup.pk and event.actor_label == "command"
+
+
+def test_pruning_keeps_hourly_daily_and_weekly_backups(acme, alice_api, s3_storage, settings):
+    settings.ENGRAM_BACKUP_KEEP_HOURLY = 3
+    settings.ENGRAM_BACKUP_KEEP_DAILY = 2
+    settings.ENGRAM_BACKUP_KEEP_WEEKLY = 3
+    now = dt.datetime(2026, 12, 2, 12, 30, tzinfo=dt.UTC)  # a Wednesday, ISO week 49
+    ages = {
+        "now": dt.timedelta(0),
+        "same hour": dt.timedelta(minutes=10),
+        "1 h": dt.timedelta(hours=1),
+        "2 h": dt.timedelta(hours=2),
+        "5 h": dt.timedelta(hours=5),
+        "1 d": dt.timedelta(days=1),
+        "1 d earlier": dt.timedelta(days=1, minutes=5),
+        "4 d": dt.timedelta(days=4),  # week 48
+        "10 d": dt.timedelta(days=10),  # week 47
+        "60 d": dt.timedelta(days=60),
+    }
+    backups = {}
+    for name, age in ages.items():
+        write(alice_api, f"written before the {name} backup")
+        record = back_up_tenant(acme.tenant)
+        record.taken_at = now - age
+        record.save()
+        backups[name] = record
+
+    pruned = prune_tenant_backups(acme.tenant, now=now)
+
+    assert sorted(pruned) == sorted(
+        backups[name].pk for name in ("same hour", "5 h", "1 d earlier", "60 d")
+    )
+    kept = [backups[name] for name in ("now", "1 h", "2 h", "1 d", "4 d", "10 d")]
+    assert s3_storage.keys(f"tenants/{acme.tenant.id}/db/") == sorted(r.storage_key for r in kept)
+    assert set(
+        BackupRecord.objects.filter(tenant=acme.tenant, status="pruned").values_list(
+            "pk", flat=True
+        )
+    ) == set(pruned)
+
+
+def test_the_pruning_task_prunes_every_tenant(acme, globex, s3_storage, settings):
+    settings.ENGRAM_BACKUP_KEEP_HOURLY = 1
+    settings.ENGRAM_BACKUP_KEEP_DAILY = 1
+    settings.ENGRAM_BACKUP_KEEP_WEEKLY = 1
+    for fixture in (acme, globex):
+        old = back_up_tenant(fixture.tenant)
+        old.taken_at = timezone.now() - dt.timedelta(days=30)
+        old.save()
+        back_up_tenant(fixture.tenant)
+    assert tasks.prune_backups() == 2
+    assert BackupRecord.objects.filter(status="complete").count() == 2
