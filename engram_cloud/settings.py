@@ -409,6 +409,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/v1",
     "ENUM_NAME_OVERRIDES": {"MemoryType": "memories.models.MemoryType"},
+    # Every operation also lists its error answers (the one envelope): engram_cloud.openapi.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "engram_cloud.openapi.error_responses",
+    ],
 }
 
 # --- Logging and metrics ------------------------------------------------------------------------

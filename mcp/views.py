@@ -9,7 +9,6 @@ mcp.protocol, and picks the HTTP status the era gives each answer. A client that
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from engram_cloud import parsers
 from engram_cloud.errors import note_error
 from engram_cloud.outages import unavailable_error
 from mcp import protocol
@@ -71,7 +71,7 @@ def handle(request: HttpRequest, sse: bool | None) -> Reply:
     if request.body and request.content_type != "application/json":
         return refused(INVALID_REQUEST, "Send the message as application/json.", 415)
     try:
-        body = json.loads(request.body, parse_constant=_no_constants)
+        body = parsers.loads(request.body)
     except (ValueError, RecursionError):
         return refused(PARSE_ERROR, "Parse error: the body is not JSON.", 400)
     header_version = request.headers.get("MCP-Protocol-Version")
@@ -83,10 +83,6 @@ def handle(request: HttpRequest, sse: bool | None) -> Reply:
 
 
 # --- Transport checks ----------------------------------------------------------------------------
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def allowed_origins() -> set[str]:

@@ -84,7 +84,7 @@ _SPOOL_IN_MEMORY = 1024 * 1024
 
 OPENAPI_PARAMETER = OpenApiParameter(
     HEADER,
-    str,
+    {"type": "string", "pattern": "^[\\x20-\\x7e]{1,255}$"},
     OpenApiParameter.HEADER,
     required=False,
     description=(

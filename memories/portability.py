@@ -47,7 +47,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from memories.api.fields import StrictFloatField, StrictIntegerField
+from memories.api.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from memories.api.serializers import (
     MAX_CONTENT_CHARS,
     MAX_METADATA_BYTES,
@@ -405,6 +405,10 @@ class _IgnoresUnknownFields:
 class VersionRecordSerializer(_IgnoresUnknownFields, MemoryWriteSerializer):
     """A previous version of a memory, as exported in `versions`."""
 
+    # Files come from other programs: a workspace padded with spaces is taken trimmed.
+    workspace = StrictCharField(
+        required=False, validators=[workspace_validator], trim_whitespace=True
+    )
     ttl_seconds = None
     version = StrictIntegerField(min_value=1)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -427,6 +431,10 @@ class LinkRecordSerializer(serializers.Serializer):
 class MemoryRecordSerializer(_IgnoresUnknownFields, MemoryWriteSerializer):
     """One memory of an export file: the API's write rules plus what only a file may carry."""
 
+    # Files come from other programs: a workspace padded with spaces is taken trimmed.
+    workspace = StrictCharField(
+        required=False, validators=[workspace_validator], trim_whitespace=True
+    )
     ttl_seconds = None
     id = StrictIntegerField(min_value=1, max_value=MAX_MEMORY_ID, required=False, allow_null=True)
     created_at = serializers.DateTimeField(required=False)

@@ -87,6 +87,11 @@ class TenantVectors:
     document_frequency: np.ndarray | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if self.matrix.shape[1] != self.dimension:
+            # No rows yet, but the right width: a query against an empty tenant scores nothing.
+            self.matrix = np.zeros((0, self.dimension), dtype=np.float32)
+
     @property
     def nbytes(self) -> int:
         return int(self.matrix.nbytes + self.ids.nbytes)

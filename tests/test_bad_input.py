@@ -64,6 +64,8 @@ NOT_JSON = {
     "Infinity": '{"content": "x", "importance": Infinity}',
     "not utf-8": b'{"content": "\xff\xfe"}',
     "a 5000-digit number": '{"content": "x", "ttl_seconds": 1' + "0" * 5000 + "}",
+    "a number only infinity holds": '{"content": "x", "metadata": {"n": 1e999}}',
+    "a negative one": '{"content": "x", "importance": -1e999}',
 }
 
 

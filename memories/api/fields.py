@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import QueryDict
 from rest_framework import serializers
 
 
 class StrictCharField(serializers.CharField):
+    """Lengths and patterns apply to the string as sent (DRF would check it trimmed): what
+    the OpenAPI document says is what is checked."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
@@ -45,3 +53,18 @@ class StrictSerializer(serializers.Serializer):
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+def query_data(params: QueryDict, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """A query string as a serializer's data: every parameter sent counts, even empty.
+
+    Given the QueryDict itself, DRF would take `?workspace=` for "no workspace filter" and
+    answer with everything; here an empty value is checked like any other, and refused. A
+    parameter sent twice counts once (its last value), unless the field is a list.
+    """
+    lists = {
+        name
+        for name, field in serializer_class().fields.items()
+        if isinstance(field, serializers.ListField)
+    }
+    return {name: params.getlist(name) if name in lists else params[name] for name in params}

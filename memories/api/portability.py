@@ -29,7 +29,7 @@ from billing.quotas import quota_exceeded
 from engram_cloud.errors import ApiError
 from engram_cloud.parsers import BoundedJSONParser
 from memories import idempotency, portability
-from memories.api.fields import StrictSerializer
+from memories.api.fields import StrictCharField, StrictSerializer, query_data
 from memories.api.serializers import workspace_validator
 from memories.api.views import _validated
 from memories.tenant_db import bind_tenant_database
@@ -37,7 +37,7 @@ from tenants.permissions import Access, Scope, declare
 
 
 class ExportQuerySerializer(StrictSerializer):
-    workspace = serializers.CharField(required=False, validators=[workspace_validator])
+    workspace = StrictCharField(required=False, validators=[workspace_validator])
 
 
 class ImportOptionsSerializer(StrictSerializer):
@@ -77,7 +77,9 @@ class ExportView(APIView):
         description="The tenant's live memories as an Engram export file (streamed).",
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        query = _validated(ExportQuerySerializer, request.query_params)
+        query = _validated(
+            ExportQuerySerializer, query_data(request.query_params, ExportQuerySerializer)
+        )
         stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
         response = StreamingHttpResponse(
             _export_of_tenant(request.tenant.id, query.get("workspace")),

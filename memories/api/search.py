@@ -60,6 +60,12 @@ class SearchRequestSerializer(StrictSerializer):
             raise serializers.ValidationError("The query cannot be empty.")
         return value
 
+    def validate_tags(self, value: list[str]) -> list[str]:
+        tags = [tag.strip() for tag in value]
+        if not all(tags):
+            raise serializers.ValidationError("Tags cannot be empty.")
+        return tags
+
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
         for key, item in value.items():
             if isinstance(item, dict | list):
@@ -70,8 +76,10 @@ class SearchRequestSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         memory_type = attrs.pop("memory_type", None)
-        if memory_type is not None:
-            attrs.setdefault("type", memory_type)
+        if memory_type is not None and attrs.setdefault("type", memory_type) != memory_type:
+            raise serializers.ValidationError(
+                {"memory_type": ["Conflicts with 'type'; send one of them."]}
+            )
         attrs["strategy"] = STRATEGY_ALIASES.get(attrs["strategy"], attrs["strategy"])
         return attrs
 

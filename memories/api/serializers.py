@@ -174,10 +174,10 @@ class MemoryWriteSerializer(StrictSerializer):
 
 
 class MemoryListQuerySerializer(StrictSerializer):
-    workspace = serializers.CharField(required=False, validators=[workspace_validator])
+    workspace = StrictCharField(required=False, validators=[workspace_validator])
     type = serializers.ChoiceField(choices=MemoryType.choices, required=False)
     tag = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_TAG_CHARS), max_length=10, required=False
+        child=StrictCharField(max_length=MAX_TAG_CHARS), max_length=10, required=False
     )
     tier = serializers.ChoiceField(choices=Tier.choices, required=False)
     created_after = serializers.DateTimeField(required=False)
@@ -187,4 +187,4 @@ class MemoryListQuerySerializer(StrictSerializer):
         default="-created_at",
     )
     limit = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=20)
-    cursor = serializers.CharField(required=False, max_length=512)
+    cursor = StrictCharField(required=False, max_length=512)

@@ -16,6 +16,7 @@ from billing.models import Plan
 from billing.quotas import require_capacity
 from memories import idempotency, services
 from memories.api.cursors import decode_cursor, encode_cursor
+from memories.api.fields import query_data
 from memories.api.serializers import (
     MemoryListQuerySerializer,
     MemoryPageSerializer,
@@ -44,7 +45,9 @@ class MemoryCollectionView(APIView):
         operation_id="memories_list",
     )
     def get(self, request: Request) -> Response:
-        query = _validated(MemoryListQuerySerializer, request.query_params)
+        query = _validated(
+            MemoryListQuerySerializer, query_data(request.query_params, MemoryListQuerySerializer)
+        )
         sort = query["sort"]
         after = decode_cursor(query["cursor"], sort) if "cursor" in query else None
         filters = services.MemoryFilters(
