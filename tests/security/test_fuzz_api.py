@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from schemathesis.checks import CHECKS, load_all_checks
@@ -39,6 +41,18 @@ SAMPLE_EXAMPLES = 10
 SLOW_EXAMPLES = 400
 SLOW_MINIMUM_CASES = 2_000
 sent: Counter[str] = Counter()
+
+
+@pytest.fixture(autouse=True)
+def keep_the_tests_connection() -> Iterator[None]:
+    """The cases go through Django's WSGI handler, whose request signals run
+    close_old_connections: that closes a connection in the test's transaction (on PostgreSQL;
+    SQLite's in-memory test database ignores it). Django's test client unhooks it likewise."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture(scope="module", autouse=True)
