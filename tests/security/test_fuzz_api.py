@@ -55,11 +55,22 @@ def keep_the_tests_connection() -> Iterator[None]:
     signals.request_finished.connect(close_old_connections)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def enough_cases() -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def enough_cases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After the last operation of the slow run: at least SLOW_MINIMUM_CASES were sent in all.
+
+    Checked after each test, not at module teardown: pytest-xdist may tear a module's fixtures
+    down and set them up again between tests of the same file."""
     yield
-    if sent["test_api_fuzz"]:
+    if request.node.originalname != "test_api_fuzz":
+        return
+    operations_done[request.node.nodeid] = True
+    operations = [i for i in request.session.items if i.originalname == "test_api_fuzz"]
+    if len(operations_done) == len(operations):
         assert sent["test_api_fuzz"] >= SLOW_MINIMUM_CASES, sent
+
+
+operations_done: dict[str, bool] = {}
 
 
 @dataclass
