@@ -14,6 +14,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from engram_cloud.errors import ApiError, note_error
+from tenants.api_keys import mask_keys
 
 JSONRPC_VERSION = "2.0"
 # The MCP endpoint: Engram Cloud's path and the one Engram OSS serves.
@@ -74,9 +75,9 @@ class JsonRpcError(Exception):
         self.headers = headers or {}
 
     def as_object(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": mask_keys(self.message)}
         if self.data is not None:
-            error["data"] = self.data
+            error["data"] = mask_keys(self.data)
         return error
 
 
