@@ -11,7 +11,9 @@ from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 from uuid6 import uuid7
 
-from engram_cloud.errors import ApiError, error_response
+from engram_cloud.errors import ApiError
+from mcp.jsonrpc import render_error
+from tenants.api_keys import mask_keys
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client's id is kept if it is short and plain; anything else is replaced.
@@ -29,7 +31,9 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        request.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid7())
+        # An id is written on every log line: one holding an API key is not kept either.
+        sane = _SANE_REQUEST_ID.match(incoming) and mask_keys(incoming) == incoming
+        request.request_id = incoming if sane else str(uuid7())
         response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request.request_id
         return response
@@ -58,7 +62,7 @@ class BodySizeLimitMiddleware:
             return self.get_response(request)
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if not _CONTENT_LENGTH.fullmatch(declared):
-            return error_response(
+            return render_error(
                 request,
                 ApiError(
                     400,
@@ -77,7 +81,7 @@ def is_chunked(request: HttpRequest) -> bool:
 
 
 def too_large(request: HttpRequest, limit: int) -> HttpResponse:
-    return error_response(
+    return render_error(
         request,
         ApiError(
             413,

@@ -19,7 +19,7 @@ from billing.quotas import check_request_quotas, request_quotas
 from billing.ratelimit import Counters, Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response, is_api_path
 from engram_cloud.metrics import RATE_LIMITED
-from mcp.jsonrpc import MCP_PATHS, api_error_response
+from mcp.jsonrpc import render_error
 from memories.tenant_db import TenantDatabaseMissing, TenantInMaintenance, bind_tenant_database
 from tenants.authentication import Principal, TenantRef, authenticate
 from tenants.models import RESERVED_SLUGS, Membership, Tenant, TenantStatus
@@ -84,13 +84,6 @@ class ApiHostGuardMiddleware:
         if not is_api_path(request.path_info) and host_tenant_slug(request) is not None:
             return error_response(request, ApiError(404, "not_found", "Not found."))
         return self.get_response(request)
-
-
-def render_error(request: HttpRequest, error: ApiError) -> HttpResponse:
-    """MCP clients read JSON-RPC errors (with Engram's codes); REST clients the error envelope."""
-    if request.path_info in MCP_PATHS:
-        return api_error_response(request, error)
-    return error_response(request, error)
 
 
 def authorize_member(principal: Principal, tenant: TenantRef) -> Principal:

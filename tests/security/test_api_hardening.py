@@ -361,6 +361,8 @@ def places_for(key: str, good: str) -> list[tuple[str, str, dict[str, str], Any]
         ("GET", "/v1/memories", {"Authorization": f"Basic {key}"}, None),
         ("GET", "/v1/memories", {"Authorization": f"Token {key}"}, None),
         ("GET", "/v1/memories", {"Authorization": key}, None),
+        ("GET", "/v1/memories", {**with_good, "X-Request-Id": key}, None),
+        ("GET", "/v1/memories/404", {**with_good, "X-Request-Id": key}, None),
         ("GET", f"/v1/memories/{key}", with_good, None),
         ("GET", f"/v1/memories?api_key={key}", {}, None),
         ("GET", f"/v1/memories?api_key={key}", with_good, None),
@@ -681,9 +683,24 @@ def test_imports_have_their_own_larger_limit(acme, alice_api, settings):
 def test_the_limit_holds_before_authentication_and_on_every_path(db: None, settings):
     settings.ENGRAM_MAX_BODY_BYTES = 1000
     body = memory_body(2000)
-    for path in ("/v1/memories", "/v1/mcp", "/mcp", "/accounts/signup/", "/stripe/webhook/x/"):
+    for path in ("/v1/memories", "/accounts/signup/", "/stripe/webhook/x/"):
         response = Client().post(path, body, content_type="application/json")
         assert_refused(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("path", ["/v1/mcp", "/mcp"])
+def test_mcp_clients_read_body_refusals_as_json_rpc_errors(db: None, settings, path):
+    settings.ENGRAM_MAX_BODY_BYTES = 1000
+    for body, length, status, code in [
+        (json.dumps(rpc("ping", {"pad": "x" * 2000})).encode(), None, 413, "payload_too_large"),
+        (json.dumps(rpc("ping")).encode(), "-1", 400, "validation_error"),
+    ]:
+        response = raw_post(ApiClient(), path, body, length or str(len(body)))
+        assert response.status_code == status
+        answer = response.json()
+        assert (answer["jsonrpc"], answer["id"], answer["error"]["code"]) == ("2.0", None, -32600)
+        assert answer["error"]["data"]["error"] == code
+        assert answer["error"]["data"]["request_id"] == response["X-Request-Id"]
 
 
 # --- API8: the console, the admin and /metrics are not on the API hosts -----------------------
