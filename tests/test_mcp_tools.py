@@ -752,6 +752,24 @@ def test_an_import_over_the_plans_memory_limit_is_quota_exceeded(acme, alice):
     assert in_tenant(acme, Memory.objects.count) == 0
 
 
+def test_at_the_storage_limit_updates_merges_and_imports_are_quota_exceeded(acme, alice):
+    memory_id = create(alice, "kept")
+    set_plan(max_storage_bytes=1)
+    data = {"version": "1.0", "memories": [{"content": "imported"}]}
+    for tool, arguments in [
+        ("memory_update", {"id": memory_id, "tags": ["new"]}),
+        ("memory_create", {"content": "kept", "tags": ["new"], "dedup_mode": "merge"}),
+        ("memory_import", {"data": data}),
+    ]:
+        response = alice.send("tools/call", {"name": tool, "arguments": arguments})
+        assert response.status_code == 402, (tool, response.content)
+        error = response.json()["error"]
+        assert (error["code"], error["data"]["metric"]) == (-32004, "storage_bytes")
+    memory = alice.call("memory_get", id=memory_id)
+    assert (memory["version"], memory["tags"]) == (1, [])
+    assert in_tenant(acme, Memory.objects.count) == 1
+
+
 def test_tool_results_are_engrams_json_text(alice):
     result = alice.call_result("memory_create", {"content": "json text"})
     assert [item["type"] for item in result["content"]] == ["text"]
@@ -825,6 +843,24 @@ def test_the_monthly_search_quota_stops_memory_search_but_not_reads(alice):
     error = response.json()["error"]
     assert (error["code"], error["data"]["metric"]) == (-32004, "searches_per_month")
     alice.call("memory_list")
+
+
+def test_the_monthly_api_call_quota_stops_mcp_writes_but_not_reads(acme, alice):
+    memory_id = create(alice, "kept")
+    set_plan(max_api_calls_per_month=1)
+    usage.flush_usage()
+    response = alice.send(
+        "tools/call", {"name": "memory_create", "arguments": {"content": "one too many"}}
+    )
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert (error["code"], error["data"]["metric"]) == (-32004, "api_calls_per_month")
+    assert in_tenant(acme, Memory.objects.count) == 1
+    # Reads, searches and the protocol itself still answer: the workspace can take its data out.
+    assert alice.send("ping").status_code == 200
+    assert alice.call_result("memory_get", {"id": memory_id})["isError"] is False
+    assert alice.call_result("memory_list", {})["isError"] is False
+    assert alice.call_result("memory_search", {"query": "kept"})["isError"] is False
 
 
 def test_the_plans_memory_limit_holds_for_creates_and_batches(acme, alice):
