@@ -341,7 +341,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "backups": (
         {
-            "BACKEND": "storages.backends.s3.S3Storage",
+            "BACKEND": "backups.s3.S3BackupStorage",
             "OPTIONS": {
                 "bucket_name": ENGRAM_STORAGE_BUCKET,
                 "endpoint_url": ENGRAM_STORAGE_ENDPOINT_URL or None,
@@ -351,7 +351,8 @@ STORAGES = {
                 "default_acl": None,
                 "file_overwrite": False,
                 # Bounded memory (bench/backup.py): downloads spill to disk past 8 MiB (the
-                # default keeps a whole backup in memory), two 8 MiB parts in flight at once.
+                # default keeps a whole file in memory), two 8 MiB parts in flight at once.
+                # Backups themselves are streamed (backups/s3.py).
                 "max_memory_size": 8 * 1024 * 1024,
                 "transfer_config": _s3_transfer_config(),
             },
