@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import Max, Q
 from django.http import HttpRequest
@@ -13,13 +11,14 @@ from django.utils import timezone
 
 from backups.models import BackupRecord, BackupStatus
 from backups.services import backup_overdue
+from tenants.admin import ReadOnlyAdmin
 from tenants.models import Tenant, TenantStatus
 
 COMPLETE_BACKUPS = Q(backups__status=BackupStatus.COMPLETE)
 
 
 @admin.register(BackupRecord)
-class BackupRecordAdmin(admin.ModelAdmin):
+class BackupRecordAdmin(ReadOnlyAdmin):
     """Read-only: backups are made by the schedule, `backup_tenant` and the tenant actions."""
 
     list_display = ["id", "tenant", "taken_at", "reason", "status", "size", "schema_version"]
@@ -27,15 +26,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
     search_fields = ["tenant__slug", "storage_key", "sha256"]
     date_hierarchy = "taken_at"
     list_select_related = ["tenant"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list:
         overdue = path(

@@ -37,7 +37,13 @@ from django.utils import timezone
 from backups import crypto, journal
 from backups.models import BackupReason, BackupRecord, BackupStatus
 from backups.snapshot import SnapshotInvalid, journal_position, take_snapshot, verify_database
-from backups.storage import backup_storage, database_backup_key, export_key
+from backups.storage import (
+    ScratchFile,
+    backup_storage,
+    database_backup_key,
+    export_key,
+    open_stored,
+)
 from memories.portability import export_memories
 from memories.provisioning import migrate_bound_database, schema_version
 from memories.tenant_db import (
@@ -64,6 +70,28 @@ class _HashingWriter:
         self.sha256.update(data)
         self.size += len(data)
         return self.file.write(data)
+
+
+class _HashingReader:
+    """A stream wrapper that hashes what is read through it. read(n) returns n bytes unless
+    the stream ends (an HTTP response body may return fewer)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int) -> bytes:
+        parts = []
+        while size > 0 and (part := self.stream.read(size)):
+            parts.append(part)
+            size -= len(part)
+        data = b"".join(parts)
+        self.sha256.update(data)
+        return data
+
+    def read_to_end(self) -> None:
+        while self.read(crypto.CHUNK_SIZE):
+            pass
 
 
 def work_directory(tenant_id: uuid.UUID | str) -> Path:
@@ -99,8 +127,6 @@ def _encrypt(snapshot: Path, target: Path, tenant_id: str, taken_at: str) -> tup
     with open(snapshot, "rb") as source, open(target, "wb") as raw:
         writer = _HashingWriter(raw)
         crypto.encrypt_file(source, writer, header)  # type: ignore[arg-type]
-        raw.flush()
-        os.fsync(raw.fileno())
     return writer.size, writer.sha256.hexdigest()
 
 
@@ -115,15 +141,18 @@ def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
     journal_seq = take_snapshot(source, snapshot)
     # After the snapshot: it holds no write made after this time (later ones are journaled).
     taken_at = timezone.now()
-    # The checks read the copy while it is compressed and encrypted (both release the GIL),
-    # and nothing is uploaded unless they pass.
+    # The checks read the copy while it is compressed, encrypted and uploaded (SQLite, zstd,
+    # AES and sockets release the GIL); an object whose copy fails them is deleted, and a
+    # record is written only for one that passed.
     with ThreadPoolExecutor(max_workers=1) as pool:
         verified = pool.submit(verify_database, snapshot)
         size, sha256 = _encrypt(snapshot, encrypted, str(tenant.id), taken_at.isoformat())
-        verified.result()
-    name = database_backup_key(tenant.id, taken_at, schema_version())
-    with open(encrypted, "rb") as upload:
-        stored_name = backup_storage().save(name, File(upload, name=name))
+        stored_name = _store(encrypted, database_backup_key(tenant.id, taken_at, schema_version()))
+        try:
+            verified.result()
+        except SnapshotInvalid:
+            backup_storage().delete(stored_name)
+            raise
     fields = {
         "storage_key": stored_name,
         "taken_at": taken_at,
@@ -134,8 +163,14 @@ def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
         "journal_seq": journal_seq,
     }
     snapshot.unlink()
-    encrypted.unlink()
+    encrypted.unlink(missing_ok=True)  # moved into local storage
     return fields
+
+
+def _store(path: Path, name: str) -> str:
+    """Upload a file to backup storage as `name`; returns the name it was stored under."""
+    with open(path, "rb") as upload:
+        return backup_storage().save(name, ScratchFile(upload, name=name))
 
 
 def _record(tenant: Tenant, reason: str, fields: dict[str, Any]) -> BackupRecord:
@@ -240,24 +275,33 @@ def _journal_source(tenant: Tenant, at: dt.datetime) -> BackupRecord:
 
 
 def download_backup(record: BackupRecord, work: Path, name: str) -> Path:
-    """Fetch, check and decrypt a backup into `work/name` (a database file); verify it."""
-    encrypted = work / f"{name}.enc"
-    digest = hashlib.sha256()
-    with backup_storage().open(record.storage_key, "rb") as remote, open(encrypted, "wb") as local:
-        while block := remote.read(crypto.CHUNK_SIZE):
-            digest.update(block)
-            local.write(block)
-    if digest.hexdigest() != record.sha256:
-        raise crypto.BackupUnreadable("The stored backup does not match its checksum.")
+    """Fetch, check and decrypt a backup into `work/name` (a database file); verify it.
+
+    One pass as the object arrives: its checksum and its decryption are computed together,
+    and a file that does not match its checksum is reported as such, whatever failed first.
+    """
     database = work / name
-    with open(encrypted, "rb") as source, open(database, "wb") as target:
-        crypto.decrypt_file(source, target, tenant_id=str(record.tenant_id))
-    encrypted.unlink()
+    with open_stored(record.storage_key) as remote, open(database, "wb") as target:
+        reader = _HashingReader(remote)
+        try:
+            crypto.decrypt_file(reader, target, tenant_id=str(record.tenant_id))  # type: ignore[arg-type]
+        except crypto.BackupUnreadable:
+            reader.read_to_end()
+            _check_sum(reader, record)
+            raise
+        _check_sum(reader, record)  # decrypt_file read up to the end
     try:
-        verify_database(database)
+        # Quick: the bytes are authenticated as those of a snapshot that passed the full
+        # checks before it was uploaded.
+        verify_database(database, quick=True)
     except SnapshotInvalid as error:
         raise crypto.BackupUnreadable(f"The backup's database is damaged: {error}") from None
     return database
+
+
+def _check_sum(reader: _HashingReader, record: BackupRecord) -> None:
+    if reader.sha256.hexdigest() != record.sha256:
+        raise crypto.BackupUnreadable("The stored backup does not match its checksum.")
 
 
 def _prepare(database: Path, entries: list[tuple], base_seq: int) -> int:

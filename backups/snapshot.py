@@ -60,14 +60,19 @@ def take_snapshot(source: Path, target: Path) -> int:
     return position
 
 
-def verify_database(path: Path) -> None:
-    """Raise SnapshotInvalid unless the file passes SQLite's and FTS5's integrity checks."""
+def verify_database(path: Path, *, quick: bool = False) -> None:
+    """Raise SnapshotInvalid unless the file passes SQLite's and FTS5's integrity checks.
+
+    `quick`: SQLite's `quick_check` alone (its structure, without checking every index
+    against its table, nor the FTS5 indexes against their text): a third of the time.
+    """
     connection = sqlite3.connect(path)
     try:
-        result = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        check = "quick_check" if quick else "integrity_check"
+        result = [row[0] for row in connection.execute(f"PRAGMA {check}")]
         if result != ["ok"]:
-            raise SnapshotInvalid(f"integrity_check: {'; '.join(map(str, result[:5]))}")
-        for table in FTS_TABLES:
+            raise SnapshotInvalid(f"{check}: {'; '.join(map(str, result[:5]))}")
+        for table in () if quick else FTS_TABLES:
             if _has_table(connection, table):
                 try:
                     connection.execute(f"INSERT INTO {table}({table}) VALUES ('integrity-check')")

@@ -15,20 +15,27 @@ process, so the phases' peaks are their own.
    first backs up the current file, then downloads, authenticates, decrypts, verifies,
    migrates, copies into the live file, and backs the result up again.
 
-Judged by: backup ≤ 10 s, restore ≤ 10 s, peak RSS ≤ 200 MB for each.
+Judged by: backup ≤ 10 s, restore ≤ 10 s, peak RSS ≤ 200 MB for each. Also shown: the CPU
+seconds of each phase's process and of the S3 server (less sensitive to a busy machine than
+the wall-clock times), and when each step of a phase ran, with its own thread's CPU seconds
+(work a step hands to other threads, such as boto3's upload threads, is not in its figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import logging
 import os
+import resource
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -71,6 +78,7 @@ def phase_env(data_dir: Path, endpoint: str, bucket: str) -> dict[str, str]:
 def run_phase(phase: str, env: dict[str, str], **arguments: Any) -> dict[str, Any]:
     """Run one phase in a fresh interpreter; its last stdout line is its JSON result."""
     command = [sys.executable, __file__, "--phase", phase, "--arguments", json.dumps(arguments)]
+    server_cpu = _own_cpu_seconds()
     try:
         completed = subprocess.run(
             command,
@@ -85,12 +93,27 @@ def run_phase(phase: str, env: dict[str, str], **arguments: Any) -> dict[str, An
         raise BenchError(f"{phase} did not finish in {PHASE_TIMEOUT_SECONDS} s") from None
     if completed.returncode != 0:
         raise BenchError(f"{phase} failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    # This process only waits for the phase meanwhile: its CPU is the S3 server's.
+    result["server_cpu_seconds"] = _own_cpu_seconds() - server_cpu
+    return result
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--memories", type=int, default=100_000, help="max 500,000")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="set the tenant up in DIR and keep it there; a later run with the same DIR and "
+        "count reuses it instead of importing again (to iterate on backups/)",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -101,7 +124,12 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     count = max(1, min(args.memories, MAX_MEMORIES))
-    data_dir = Path(tempfile.mkdtemp(prefix="engram-bench-backup-"))
+    if args.keep:
+        data_dir = args.keep / f"{count}-memories"
+        data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="engram-bench-backup-"))
+    kept_setup = data_dir / "setup.json"
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -123,12 +151,18 @@ def main() -> None:
             memories=f"{count:,}",
             control_plane="SQLite (fresh file in a temporary ENGRAM_DATA_DIR)",
         )
-        setup = run_phase("setup", env, count=count)
+        if kept_setup.exists():
+            setup = json.loads(kept_setup.read_text())
+        else:
+            setup = run_phase("setup", env, count=count)
+            if args.keep:
+                kept_setup.write_text(json.dumps(setup))
         backup = run_phase("backup", env, tenant_id=setup["tenant_id"])
         restore = run_phase("restore", env, tenant_id=setup["tenant_id"], backup_id=backup["id"])
     finally:
         server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
     report(count, setup, backup, restore)
 
 
@@ -150,6 +184,8 @@ def report(count: int, setup: dict, backup: dict, restore: dict) -> None:
                 label,
                 phase["seconds"],
                 target,
+                phase["cpu_seconds"],
+                phase["server_cpu_seconds"],
                 phase["baseline_mb"],
                 phase["peak_mb"],
                 PEAK_TARGET_MB,
@@ -161,12 +197,22 @@ def report(count: int, setup: dict, backup: dict, restore: dict) -> None:
             "phase",
             "seconds",
             "target s",
+            "CPU s",
+            "S3 server CPU s",
             "RSS after setup MB",
             "peak RSS MB",
             "target MB",
             "verdict",
         ],
         rows,
+    )
+    print_table(
+        ["phase", "step", "from s", "to s", "thread CPU s", "max RSS meanwhile MB"],
+        [
+            [label, *step]
+            for label, phase in (("backup", backup), ("restore", restore))
+            for step in phase["steps"]
+        ],
     )
     complete = restore["memories"] == setup["memories"] == count
     if not complete:
@@ -178,6 +224,7 @@ def report(count: int, setup: dict, backup: dict, restore: dict) -> None:
         f"{restore['peak_mb'] / PEAK_TARGET_MB:.2f} of {PEAK_TARGET_MB:.0f} MB  "
         f"{verdict(all(passed) and complete)}"
     )
+    print(f"   load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 # --- The phases, each in its own process ----------------------------------------------------------
@@ -191,13 +238,73 @@ def memory_mb(field: str) -> float:
     raise BenchError(f"/proc/self/status has no {field}")
 
 
+# The steps whose times are shown: (module, function), each timed wherever it is called from.
+STEPS = [
+    ("backups.services", "_drain"),
+    ("backups.services", "take_snapshot"),
+    ("backups.services", "verify_database"),
+    ("backups.services", "_encrypt"),
+    ("backups.services", "_store"),
+    ("backups.services", "download_backup"),
+    ("backups.services", "_prepare"),
+    ("backups.services", "_copy_into_live"),
+    ("backups.services", "_record"),
+]
+
+
+def time_steps(origin: float) -> list[tuple[str, float, float, float]]:
+    """Wrap each step so each call is logged: name, start and end (s since `origin`), and the
+    CPU seconds of the thread that ran it."""
+    log: list[tuple[str, float, float, float]] = []
+    for module_name, name in STEPS:
+        module = importlib.import_module(module_name)
+        function = getattr(module, name)
+
+        def timed(*args: Any, _function: Any = function, _name: str = name, **kwargs: Any) -> Any:
+            start, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                log.append(
+                    (_name, start - origin, time.perf_counter() - origin, time.thread_time() - cpu)
+                )
+
+        setattr(module, name, functools.wraps(function)(timed))
+    return log
+
+
+def sample_rss(origin: float, stop: threading.Event) -> list[tuple[float, float]]:
+    """VmRSS every 10 ms in a thread until `stop` is set: (s since `origin`, MB)."""
+    samples: list[tuple[float, float]] = []
+
+    def sample() -> None:
+        while not stop.wait(0.01):
+            samples.append((time.perf_counter() - origin, memory_mb("VmRSS")))
+
+    threading.Thread(target=sample, daemon=True).start()
+    return samples
+
+
 def run_in_this_process(phase: str, arguments: dict[str, Any]) -> None:
     import django
 
     django.setup()
     baseline_mb = memory_mb("VmRSS")
+    started, cpu = time.perf_counter(), time.process_time()
+    steps = time_steps(started) if phase != "setup" else []
+    stop = threading.Event()
+    samples = sample_rss(started, stop)
     result = PHASES[phase](**arguments)
-    result.update(baseline_mb=baseline_mb, peak_mb=memory_mb("VmHWM"))
+    stop.set()
+    result.update(
+        baseline_mb=baseline_mb,
+        peak_mb=memory_mb("VmHWM"),
+        cpu_seconds=time.process_time() - cpu,
+        steps=[
+            [name, start, end, cpu, max((mb for t, mb in samples if start <= t <= end), default=0)]
+            for name, start, end, cpu in sorted(steps, key=lambda step: step[1])
+        ],
+    )
     print(json.dumps(result))
 
 

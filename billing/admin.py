@@ -5,6 +5,7 @@ from django.http import HttpRequest
 
 from billing import services
 from billing.models import MeterReport, Plan, TenantBilling
+from tenants.admin import ReadOnlyAdmin
 
 
 @admin.register(Plan)
@@ -74,15 +75,9 @@ class TenantBillingAdmin(admin.ModelAdmin):
 
 
 @admin.register(MeterReport)
-class MeterReportAdmin(admin.ModelAdmin):
+class MeterReportAdmin(ReadOnlyAdmin):
     """What was reported to Stripe's meters, per tenant, meter and hour (read-only)."""
 
     list_display = ["tenant", "meter", "hour", "value", "reported_at"]
     list_filter = ["meter"]
     search_fields = ["tenant__slug", "identifier"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

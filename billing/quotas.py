@@ -44,7 +44,8 @@ def quota_exceeded(
 
 
 # Reads (exports included) are never refused by the monthly API-call quota: a workspace over
-# it, after a downgrade say, can still read and take its data out.
+# it, after a downgrade say, can still read and take its data out. MCP requests are all POSTs:
+# which of them change memories is only known once parsed (`require_monthly_quota`).
 UNMETERED_BY_QUOTA = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -53,7 +54,7 @@ def request_quotas(tenant: TenantRef, group: str, method: str) -> list[tuple[str
     anything but a read, searches for a search."""
     plan = plans.get(tenant.plan_code)
     checks = []
-    if method not in UNMETERED_BY_QUOTA:
+    if method not in UNMETERED_BY_QUOTA and group != "mcp":
         checks.append(("api_calls", plan.max_api_calls_per_month))
     if group == "search":
         checks.append(("searches", plan.max_searches_per_month))
@@ -75,13 +76,14 @@ def check_request_quotas(
             raise quota_exceeded(tenant, f"{metric}_per_month", current, limit)
 
 
-def require_search_quota(tenant: TenantRef) -> None:
-    """For transports that only know a call is a search once parsed (MCP's memory_search)."""
-    limit = plans.get(tenant.plan_code).max_searches_per_month
+def require_monthly_quota(tenant: TenantRef, metric: str) -> None:
+    """For transports that only know what a call is once parsed (MCP): `searches` before a
+    search, `api_calls` before a tool that changes memories."""
+    limit = getattr(plans.get(tenant.plan_code), f"max_{metric}_per_month")
     if limit is not None:
-        current = month_usage(str(tenant.id), "searches")
+        current = month_usage(str(tenant.id), metric)
         if current >= limit:
-            raise quota_exceeded(tenant, "searches_per_month", current, limit)
+            raise quota_exceeded(tenant, f"{metric}_per_month", current, limit)
 
 
 def stored_memories() -> int:

@@ -10,6 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from tenants.api_keys import mask_keys
+
 logger = logging.getLogger(__name__)
 
 API_PATH_PREFIXES = ("/v1/", "/mcp", "/health", "/ready")
@@ -47,9 +49,9 @@ def unauthorized() -> ApiError:
 def error_body(request: HttpRequest | None, code: str, message: str, **details: Any) -> dict:
     return {
         "error": code,
-        "message": message,
+        "message": mask_keys(message),
         "request_id": getattr(request, "request_id", None),
-        **details,
+        **mask_keys(details),
     }
 
 

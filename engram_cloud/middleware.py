@@ -11,11 +11,14 @@ from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse
 from uuid6 import uuid7
 
-from engram_cloud.errors import ApiError, error_response
+from engram_cloud.errors import ApiError
+from mcp.jsonrpc import render_error
+from tenants.api_keys import mask_keys
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client's id is kept if it is short and plain; anything else is replaced.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
 
 Handler = Callable[[HttpRequest], HttpResponse]
 
@@ -28,7 +31,9 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        request.request_id = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid7())
+        # An id is written on every log line: one holding an API key is not kept either.
+        sane = _SANE_REQUEST_ID.match(incoming) and mask_keys(incoming) == incoming
+        request.request_id = incoming if sane else str(uuid7())
         response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request.request_id
         return response
@@ -37,8 +42,10 @@ class RequestIdMiddleware:
 class BodySizeLimitMiddleware:
     """Refuse bodies over the limit with 413 before anything parses them.
 
-    A body sent without Content-Length (chunked) is read up to the limit here, so it is
-    refused or served like any other instead of reaching the view as an empty body.
+    A chunked body is read up to the limit here, so it is refused or served like any other
+    instead of reaching the view as an empty body. Chunking wins over a Content-Length sent
+    with it (RFC 9112 §6.3): a small Content-Length cannot slip a larger chunked body past the
+    limit. A Content-Length must be a plain count of bytes.
     """
 
     def __init__(self, get_response: Handler) -> None:
@@ -46,16 +53,16 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = body_limit_for(request.path_info)
-        if not request.META.get("CONTENT_LENGTH") and is_chunked(request):
+        if is_chunked(request):
             body = request.META["wsgi.input"].read(limit + 1)
             if len(body) > limit:
                 return too_large(request, limit)
             request._stream = LimitedStream(io.BytesIO(body), len(body))
             request.META["CONTENT_LENGTH"] = str(len(body))
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return error_response(
+            return self.get_response(request)
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not _CONTENT_LENGTH.fullmatch(declared):
+            return render_error(
                 request,
                 ApiError(
                     400,
@@ -64,7 +71,7 @@ class BodySizeLimitMiddleware:
                     fields={"Content-Length": ["Must be a whole number of bytes."]},
                 ),
             )
-        if length > limit:
+        if int(declared) > limit:
             return too_large(request, limit)
         return self.get_response(request)
 
@@ -74,7 +81,7 @@ def is_chunked(request: HttpRequest) -> bool:
 
 
 def too_large(request: HttpRequest, limit: int) -> HttpResponse:
-    return error_response(
+    return render_error(
         request,
         ApiError(
             413,

@@ -102,6 +102,10 @@ MIDDLEWARE = [
     "engram_cloud.middleware.RequestIdMiddleware",
     # Right after the request id, so it times (and logs) nearly everything, refusals included.
     "engram_cloud.observability.RequestObservabilityMiddleware",
+    # The API host guard: on a tenant's host {slug}.{ENGRAM_BASE_DOMAIN} only the API is served
+    # (/v1, /mcp, /health, /ready); the console, /admin/ and /metrics answer 404 there. The base
+    # domain (and `localhost` in development) serves everything.
+    "tenants.middleware.ApiHostGuardMiddleware",
     "engram_cloud.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -199,8 +203,10 @@ ENGRAM_ACCOUNT_RATE_PER_ACCOUNT = env_str("ENGRAM_ACCOUNT_RATE_PER_ACCOUNT", "5/
 # The embedded default's cache is per process: its limits hold per process (django-ratelimit
 # warns about that; with REDIS_URL they are shared).
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
-# Behind a proxy: the META key (e.g. HTTP_X_REAL_IP) holding the client's address.
-RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# Behind a proxy: the META key (e.g. HTTP_X_REAL_IP) of the header holding the client's
+# address; its last entry is used (tenants.console.accounts.client_ip), else the connection's.
+ENGRAM_CLIENT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY")
+RATELIMIT_IP_META_KEY = "tenants.console.accounts.client_ip"
 
 # --- Cache -------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -333,7 +339,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "backups": (
         {
-            "BACKEND": "storages.backends.s3.S3Storage",
+            "BACKEND": "backups.s3.S3BackupStorage",
             "OPTIONS": {
                 "bucket_name": ENGRAM_STORAGE_BUCKET,
                 "endpoint_url": ENGRAM_STORAGE_ENDPOINT_URL or None,
@@ -343,7 +349,8 @@ STORAGES = {
                 "default_acl": None,
                 "file_overwrite": False,
                 # Bounded memory (bench/backup.py): downloads spill to disk past 8 MiB (the
-                # default keeps a whole backup in memory), two 8 MiB parts in flight at once.
+                # default keeps a whole file in memory), two 8 MiB parts in flight at once.
+                # Backups themselves are streamed (backups/s3.py).
                 "max_memory_size": 8 * 1024 * 1024,
                 "transfer_config": _s3_transfer_config(),
             },

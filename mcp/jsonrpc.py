@@ -13,7 +13,8 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from engram_cloud.errors import ApiError, note_error
+from engram_cloud.errors import ApiError, error_response, note_error
+from tenants.api_keys import mask_keys
 
 JSONRPC_VERSION = "2.0"
 # The MCP endpoint: Engram Cloud's path and the one Engram OSS serves.
@@ -74,9 +75,9 @@ class JsonRpcError(Exception):
         self.headers = headers or {}
 
     def as_object(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": mask_keys(self.message)}
         if self.data is not None:
-            error["data"] = self.data
+            error["data"] = mask_keys(self.data)
         return error
 
 
@@ -142,3 +143,11 @@ def api_error_response(request: HttpRequest, error: ApiError) -> HttpResponse:
     return json_response(
         error_message(None, rpc_error), status=error.status, headers=rpc_error.headers
     )
+
+
+def render_error(request: HttpRequest, error: ApiError) -> HttpResponse:
+    """A refusal by middleware before any view: MCP clients read JSON-RPC errors (with Engram's
+    codes), REST clients the error envelope."""
+    if request.path_info in MCP_PATHS:
+        return api_error_response(request, error)
+    return error_response(request, error)

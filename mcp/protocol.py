@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
+from billing.quotas import require_monthly_quota
 from engram_cloud.errors import ApiError
 
 # Importing the tools registers them in TOOLS.
@@ -37,7 +38,7 @@ from mcp.jsonrpc import (
     RequestId,
     from_api_error,
 )
-from mcp.registry import TOOLS, Call, Tool, ToolFailed, as_text
+from mcp.registry import TOOLS, Call, Hint, Tool, ToolFailed, as_text
 from tenants.authentication import Principal, TenantRef
 from tenants.permissions import Scope, grants
 
@@ -297,6 +298,9 @@ def call_tool(exchange: Exchange, params: dict[str, Any]) -> dict[str, Any]:
     if tool is None:
         raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
     exchange.require(tool.scope)
+    if tool.hint is not Hint.READ_ONLY:
+        # As over REST: reads are never refused by the monthly API-call quota, writes are.
+        require_monthly_quota(exchange.tenant, "api_calls")
     try:
         payload = tool.run(arguments, Call(exchange.tenant, exchange.usage))
     except ToolFailed as failure:

@@ -24,7 +24,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import Plan
-from billing.quotas import quota_exceeded, require_capacity, require_search_quota
+from billing.quotas import quota_exceeded, require_capacity, require_monthly_quota
 from mcp.registry import Call, Hint, ToolFailed, tool
 from mcp.schema import (
     Schema,
@@ -349,7 +349,7 @@ def run_search(
     params.setdefault("min_score", ENGRAM_SEARCH_MIN_SCORE)
     params = validated(SearchRequestSerializer, params)
     filters = engram_filters(arguments, exclude_types=exclude_types)
-    require_search_quota(call.tenant)
+    require_monthly_quota(call.tenant, "searches")
     call.count("searches")
     outcome = search.search(
         params["query"],

@@ -42,6 +42,20 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A record staff read and never edit here: its rows come from services (audited) or
+    schedules, so adding, changing or deleting one in the admin would bypass them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -340,7 +354,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "action", "target", "tenant", "actor_label"]
     list_filter = ["action"]
     search_fields = ["action", "target", "tenant__slug", "actor_label"]
@@ -354,27 +368,12 @@ class AuditEventAdmin(admin.ModelAdmin):
         "created_at",
     ]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Invite)
-class InviteAdmin(admin.ModelAdmin):
+class InviteAdmin(ReadOnlyAdmin):
     """Read-only: invites are made and ended in the console (tenants.services)."""
 
     list_display = ["email", "tenant", "role", "invited_by", "created_at", "expires_at", "state"]
     list_filter = ["role"]
     search_fields = ["email", "tenant__slug"]
     exclude = ["token_digest"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

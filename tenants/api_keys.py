@@ -13,6 +13,7 @@ import re
 import secrets
 import string
 import zlib
+from typing import Any
 
 from django.conf import settings
 
@@ -25,6 +26,8 @@ KEY_PATTERN = re.compile(
     rf"^ek_(?P<mode>live|test)_(?P<body>[0-9A-Za-z]{{{RANDOM_LENGTH}}})"
     rf"(?P<checksum>[0-9A-Za-z]{{{CHECKSUM_LENGTH}}})$"
 )
+# Anything in a text that looks like a key: the mode prefix and more than the display part.
+_KEY_IN_TEXT = re.compile(rf"(ek_(?:live|test)_[0-9A-Za-z]{{{DISPLAY_LENGTH}}})[0-9A-Za-z]+")
 
 
 def _base62(number: int, width: int) -> str:
@@ -60,3 +63,16 @@ def key_digest(key: str) -> str:
 def display_prefix(key: str) -> str:
     mode, body = key.split("_")[1], key.split("_")[2]
     return f"ek_{mode}_{body[:DISPLAY_LENGTH]}"
+
+
+def mask_keys(value: Any) -> Any:
+    """`value` (a text, or JSON data holding texts) with every key-like string cut to its
+    display prefix and "…". Error messages quote what they refuse; a key a client sent in the
+    wrong place (a query parameter, a field, a tool name) is not repeated back."""
+    if isinstance(value, str):
+        return _KEY_IN_TEXT.sub(r"\1…", value)
+    if isinstance(value, dict):
+        return {mask_keys(k): mask_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_keys(item) for item in value]
+    return value

@@ -2,7 +2,7 @@
 it, rate limit, check quotas, bind its database, handle, meter.
 
 Runs for every data-plane API path (REST and MCP alike), so both transports share one
-behaviour.
+behaviour. Before it, ApiHostGuardMiddleware keeps everything but the API off tenant hosts.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from billing import usage
 from billing.plans import rate_limit_for
 from billing.quotas import check_request_quotas, request_quotas
 from billing.ratelimit import Decision, route_group, take_token
-from engram_cloud.errors import ApiError, error_response
+from engram_cloud.errors import ApiError, error_response, is_api_path
 from engram_cloud.metrics import RATE_LIMITED
-from mcp.jsonrpc import MCP_PATHS, api_error_response
+from mcp.jsonrpc import render_error
 from memories.tenant_db import TenantDatabaseMissing, TenantInMaintenance, bind_tenant_database
 from tenants.authentication import Principal, TenantRef, authenticate
 from tenants.key_cache import key_cache
@@ -70,11 +70,21 @@ def resolve_tenant(request: HttpRequest, principal: Principal) -> TenantRef:
     return TenantRef.of(tenant)
 
 
-def render_error(request: HttpRequest, error: ApiError) -> HttpResponse:
-    """MCP clients read JSON-RPC errors (with Engram's codes); REST clients the error envelope."""
-    if request.path_info in MCP_PATHS:
-        return api_error_response(request, error)
-    return error_response(request, error)
+class ApiHostGuardMiddleware:
+    """A tenant's host `{slug}.{ENGRAM_BASE_DOMAIN}` serves the API only: /v1, /mcp, /health
+    and /ready. The console, /admin/, /metrics and every other page answer there as an unknown
+    API path does (404 in the error envelope), so the hosts agents are given lead nowhere else.
+    The base domain itself, reserved names under it (www, app, admin, console…) and every
+    other allowed host serve everything.
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not is_api_path(request.path_info) and host_tenant_slug(request) is not None:
+            return error_response(request, ApiError(404, "not_found", "Not found."))
+        return self.get_response(request)
 
 
 def authorize_member(principal: Principal, tenant: TenantRef) -> Principal:

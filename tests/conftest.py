@@ -80,6 +80,14 @@ def usage_buffer_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def throttle_counters_of_its_own(settings: Any) -> None:
+    """Each test counts sign-in and sign-up attempts under its own cache prefix. The counters
+    live in the default cache, which Redis shares with every test process: clearing it instead
+    would wipe what other tests are counting."""
+    settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, settings: Any, template_dir: Path) -> Path:
     """Each test gets its own ENGRAM_DATA_DIR: tenant files never leak between tests."""
     root = tmp_path / "data"

@@ -41,7 +41,7 @@ class S3Bucket:
 
     def storage_settings(self) -> dict[str, Any]:
         return {
-            "BACKEND": "storages.backends.s3.S3Storage",
+            "BACKEND": "backups.s3.S3BackupStorage",
             "OPTIONS": {
                 "bucket_name": self.name,
                 "endpoint_url": self.endpoint_url,

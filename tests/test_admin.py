@@ -6,12 +6,19 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from tenants.models import ApiKey, AuditEvent, TenantStatus, User
+from tenants import services
+from tenants.models import ApiKey, AuditEvent, Invite, TenantStatus, User
+from tests.conftest import make_tenant
 
 
 @pytest.fixture
 def staff(db: None) -> User:
     return User.objects.create_superuser("staff@example.com")
+
+
+@pytest.fixture
+def team_acme(db: None):
+    return make_tenant("acme", "alice@example.com", plan="team")
 
 
 @pytest.fixture
@@ -197,3 +204,25 @@ def test_staff_see_each_tenants_subscription(admin_client, acme):
     detail = reverse("admin:billing_tenantbilling_change", args=[acme.tenant.pk])
     assert "sub_456" in admin_client.get(detail).content.decode()
     assert admin_client.get(changelist("billing_meterreport")).status_code == 200
+
+
+def test_records_made_by_services_cannot_be_added_changed_or_deleted_in_the_admin(
+    admin_client, team_acme
+):
+    """The audit log, invites, backups and Stripe meter reports are written by audited
+    services and schedules; the admin shows them and offers no way around those."""
+    acme = team_acme
+    owner = User.objects.get(email=acme.owner_email)
+    invite, _ = services.invite_member(
+        acme.tenant, email="new@example.com", role="member", invited_by=owner
+    )
+    event = AuditEvent.objects.filter(tenant=acme.tenant).first()
+    for model, pk in (("tenants_invite", invite.pk), ("tenants_auditevent", event.pk)):
+        assert admin_client.get(reverse(f"admin:{model}_add")).status_code == 403
+        assert admin_client.get(reverse(f"admin:{model}_delete", args=[pk])).status_code == 403
+        page = admin_client.post(reverse(f"admin:{model}_change", args=[pk]), {})
+        assert page.status_code in (200, 403)  # a read-only view: nothing to save
+    for model in ("backups_backuprecord", "billing_meterreport"):
+        assert admin_client.get(reverse(f"admin:{model}_add")).status_code == 403
+    assert Invite.objects.filter(pk=invite.pk).exists()
+    assert AuditEvent.objects.filter(pk=event.pk).exists()

@@ -141,6 +141,8 @@ BAD_FIELDS = [
     ("metadata", 1),
     ("metadata", None),
     ("metadata", {"big": "x" * (64 * 1024)}),
+    ("metadata", {"n": 2**63}),
+    ("metadata", {"deep": [{"n": -(2**63)}]}),
     ("importance", "0.5"),
     ("importance", True),
     ("importance", None),

@@ -13,7 +13,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-from django.core.cache import cache
 from django.core.management import call_command
 
 from billing.models import BillingStatus, TenantBilling
@@ -39,7 +38,6 @@ def test_an_owner_upgrades_to_pro_through_stripe_checkout(
     request: Any, live_server: Any, stripe_prices: FakeStripe
 ) -> None:
     chromium = request.getfixturevalue("browser")
-    cache.clear()  # sign-in throttling counters of earlier tests
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     out = io.StringIO()
     call_command("stripe_webhook_endpoint", base_url=live_server.url, stdout=out)

@@ -4,12 +4,10 @@ account."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core import mail
-from django.core.cache import cache
 from django.test import Client
 
 from billing.models import Plan
@@ -18,15 +16,8 @@ from tenants.models import AuditEvent, User
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture(autouse=True)
-def fresh_counters() -> Iterator[None]:
-    """Throttling counters live in the default cache, shared by the tests of a process.
-
-    Tests use hourly rates: a minute window could roll over in the middle of a test.
-    """
-    cache.clear()
-    yield
-    cache.clear()
+# Throttling tests use hourly rates: a minute window could roll over in the middle of a test.
+# Each test has counters of its own (conftest.throttle_counters_of_its_own).
 
 
 def sign_up(client: Client, email: str = "ada@example.com", **extra: Any) -> Any:

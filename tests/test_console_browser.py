@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from django.core import mail
-from django.core.cache import cache
 from django.db import connections
 from django.utils import timezone
 
@@ -82,7 +81,6 @@ def sign_up(page: Any, email: str) -> None:
 
 
 def test_sign_up_to_shared_memories_in_a_browser(browser: Any, live_server: Any) -> None:
-    cache.clear()  # sign-up throttling counters of earlier tests
     base = live_server.url
 
     # The owner: landing page → sign up → workspace → key.
@@ -208,7 +206,6 @@ def test_an_owner_restores_a_backup_and_a_time_in_a_browser(
     from memories.tenant_db import bind_tenant_database
     from tenants import services
 
-    cache.clear()
     owner = services.get_or_create_user("rita@example.com")
     owner.set_password(PASSWORD)
     owner.save()

@@ -827,6 +827,24 @@ def test_the_monthly_search_quota_stops_memory_search_but_not_reads(alice):
     alice.call("memory_list")
 
 
+def test_the_monthly_api_call_quota_stops_mcp_writes_but_not_reads(acme, alice):
+    memory_id = create(alice, "kept")
+    set_plan(max_api_calls_per_month=1)
+    usage.flush_usage()
+    response = alice.send(
+        "tools/call", {"name": "memory_create", "arguments": {"content": "one too many"}}
+    )
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert (error["code"], error["data"]["metric"]) == (-32004, "api_calls_per_month")
+    assert in_tenant(acme, Memory.objects.count) == 1
+    # Reads, searches and the protocol itself still answer: the workspace can take its data out.
+    assert alice.send("ping").status_code == 200
+    assert alice.call_result("memory_get", {"id": memory_id})["isError"] is False
+    assert alice.call_result("memory_list", {})["isError"] is False
+    assert alice.call_result("memory_search", {"query": "kept"})["isError"] is False
+
+
 def test_the_plans_memory_limit_holds_for_creates_and_batches(acme, alice):
     set_plan(max_memories=2)
     create(alice, "one")

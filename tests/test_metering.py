@@ -119,3 +119,12 @@ def test_an_outsider_sees_only_their_own_usage(alice_api, bob_api):
     body = bob_api.get("/v1/usage").json()
     assert body["metrics"]["api_calls"]["used"] == 0
     assert body["days"] == []
+
+
+def test_an_import_counts_the_memories_it_created(alice_api, acme):
+    """As memory_import over MCP does: the memories an import adds are billed as created."""
+    file = {"version": "1.0", "memories": [{"content": "one"}, {"content": "two"}]}
+    assert alice_api.post("/v1/import", file).json()["imported"] == 2
+    assert alice_api.post("/v1/import", file).json()["skipped"] == 2
+    usage.flush_usage()
+    assert totals(acme.tenant)["memories_created"] == 2

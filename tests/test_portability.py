@@ -291,6 +291,14 @@ def test_round_trip_into_an_empty_tenant_reproduces_the_file(alice_api, bob_api,
     assert without_exported_at(copy) == without_exported_at(original)
 
 
+def test_the_largest_integers_a_memory_may_hold_survive_a_round_trip(alice_api, bob_api):
+    metadata = {"largest": 2**63 - 1, "smallest": -(2**63 - 1)}
+    created = alice_api.post("/v1/memories", {"content": "big numbers", "metadata": metadata})
+    assert created.status_code == 201
+    assert imported(bob_api, export(alice_api))["imported"] == 1
+    assert bob_api.get("/v1/memories").json()["data"][0]["metadata"] == metadata
+
+
 def link(tenant, from_id, to_id, **fields):
     with bind_tenant_database(tenant.tenant.id):
         services.link_memories(

@@ -293,3 +293,21 @@ def test_pruning_keeps_an_object_a_kept_restore_record_shares(acme, alice_api, s
     write(alice_api, "after the restore")
     restore("acme", "--backup", str(shared.pk))
     assert contents(alice_api) == ["in the old backup"]
+
+
+def test_it_restores_from_the_local_filesystem_storage(acme, alice_api, settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "backups": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "objects"},
+        },
+    }
+    write(alice_api, "kept on the local disk")
+    backup = back_up_tenant(acme.tenant)
+    write(alice_api, "written after the backup")
+
+    restore("acme", "--backup", str(backup.pk))
+
+    assert contents(alice_api) == ["kept on the local disk"]
+    assert (tmp_path / "objects" / backup.storage_key).exists()

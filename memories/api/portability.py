@@ -143,6 +143,7 @@ class ImportView(APIView):
                     error.limit,
                     importing=error.importing,
                 ) from None
+            request.usage["memories_created"] += result.imported
             # The batches committed on their own; the key's record follows in one short
             # transaction (memories/idempotency.py).
             return idempotent.complete(Response(result.as_dict()))

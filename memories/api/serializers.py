@@ -26,6 +26,9 @@ MAX_TAGS = 50
 MAX_TAG_CHARS = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_METADATA_DEPTH = 32
+# What the export file's reader (yajl) takes back: a larger integer would be exported into a
+# file that no import reads.
+MAX_METADATA_INTEGER = 2**63 - 1
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 MAX_PAGE_SIZE = 100
 READ_ONLY_MEMORY_FIELDS = frozenset(
@@ -52,6 +55,18 @@ def json_depth(value: Any) -> int:
             children = item.values() if isinstance(item, dict) else item
             level.extend((child, item_depth + 1) for child in children)
     return depth
+
+
+def largest_integer(value: Any) -> int:
+    """The largest magnitude of an integer in a parsed JSON value (0 without one)."""
+    largest, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict | list):
+            pending.extend(item.values() if isinstance(item, dict) else item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            largest = max(largest, abs(item))
+    return largest
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -147,6 +162,10 @@ class MemoryWriteSerializer(StrictSerializer):
         if json_depth(value) > MAX_METADATA_DEPTH:
             raise serializers.ValidationError(
                 f"Metadata may nest at most {MAX_METADATA_DEPTH} levels deep."
+            )
+        if largest_integer(value) > MAX_METADATA_INTEGER:
+            raise serializers.ValidationError(
+                f"Metadata integers are limited to ±{MAX_METADATA_INTEGER} (64 bits)."
             )
         if len(json.dumps(value).encode("utf-8")) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django import forms
@@ -20,6 +21,25 @@ from tenants.models import User
 from tenants.permissions import Access, declare
 
 THROTTLED_MESSAGE = "Too many attempts. Wait a minute and try again."
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The address throttled per IP (django-ratelimit's RATELIMIT_IP_META_KEY names this).
+
+    Behind a proxy, ENGRAM_CLIENT_IP_META_KEY names the header it writes; its last address is
+    the one the proxy saw (earlier X-Forwarded-For entries are whatever the client sent).
+    Without a usable one, the connection's address: a missing or garbled header is neither an
+    error nor a fresh budget.
+    """
+    header = settings.ENGRAM_CLIENT_IP_META_KEY
+    candidates = [request.META.get(header, "").rsplit(",", 1)[-1]] if header else []
+    candidates.append(request.META.get("REMOTE_ADDR", ""))
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate.strip()))
+        except ValueError:
+            continue
+    return "0.0.0.0"  # no address at all: such clients share one budget
 
 
 def _account_key(group: str, request: HttpRequest) -> str:

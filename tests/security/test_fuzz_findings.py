@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.test_bad_input import assert_error, nothing_changes
+from tests.test_mcp_protocol import Mcp
 
 
 @pytest.mark.parametrize("strategy", ["semantic", "hybrid", "auto", "keyword", "fuzzy"])
@@ -73,6 +74,15 @@ def test_a_number_too_large_for_a_float_is_invalid_json_everywhere(alice_api):
     )
     assert mcp.status_code == 400
     assert mcp.json()["error"]["code"] == -32700  # JSON-RPC parse error
+
+
+def test_an_integer_past_64_bits_in_metadata_is_refused_over_rest_and_mcp(alice_api, acme):
+    """Stored, it would be exported into a file that no import reads back."""
+    create = alice_api.post("/v1/memories", {"content": "x", "metadata": {"n": 2**63}})
+    assert_error(create, 400, "validation_error", "metadata")
+    message = Mcp(acme.key).fails("memory_create", {"content": "x", "metadata": {"n": 2**63}})
+    assert "metadata" in message
+    assert alice_api.get("/v1/memories").json()["data"] == []
 
 
 def test_the_openapi_document_describes_every_error_answer(client):
