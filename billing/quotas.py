@@ -105,7 +105,14 @@ def require_capacity(tenant: TenantRef, adding: int = 1) -> None:
         current = stored_memories()
         if current + adding > plan.max_memories:
             raise quota_exceeded(tenant, "memories", current, plan.max_memories)
-    if plan.max_storage_bytes is not None:
+    require_storage(tenant)
+
+
+def require_storage(tenant: TenantRef) -> None:
+    """Before anything adds data to the bound tenant (a memory, an update, which keeps the
+    previous version, an import): room under the plan's storage limit. Deletes make room."""
+    limit = plans.get(tenant.plan_code).max_storage_bytes
+    if limit is not None:
         used = storage_bytes()
-        if used >= plan.max_storage_bytes:
-            raise quota_exceeded(tenant, "storage_bytes", used, plan.max_storage_bytes)
+        if used >= limit:
+            raise quota_exceeded(tenant, "storage_bytes", used, limit)

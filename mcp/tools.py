@@ -24,7 +24,12 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from billing.models import Plan
-from billing.quotas import quota_exceeded, require_capacity, require_monthly_quota
+from billing.quotas import (
+    quota_exceeded,
+    require_capacity,
+    require_monthly_quota,
+    require_storage,
+)
 from mcp.registry import Call, Hint, ToolFailed, tool
 from mcp.schema import (
     Schema,
@@ -415,6 +420,7 @@ def memory_create(arguments: dict[str, Any], call: Call) -> dict[str, Any]:
                     f"Memory {existing.pk} in workspace {workspace!r} already holds this content."
                 )
             if mode == "merge":
+                require_storage(call.tenant)
                 existing = merge_into(existing, fields)
             return memory_representation(existing)
     return memory_representation(create_counted(call, [fields])[0])
@@ -498,6 +504,7 @@ def memory_update(arguments: dict[str, Any], call: Call) -> dict[str, Any]:
         if base is None:
             raise not_found(memory_id)
     fields = memory_fields(changes, partial=True, metadata_base=base)
+    require_storage(call.tenant)
     try:
         return memory_representation(services.update_memory(memory_id, fields))
     except Memory.DoesNotExist:
@@ -940,6 +947,7 @@ def memory_import(arguments: dict[str, Any], call: Call) -> dict[str, Any]:
     # Through the file reader, so that a file given inline is checked exactly as an upload.
     source = io.BytesIO(json.dumps(arguments["data"]).encode())
     plan = Plan.objects.get(code=call.tenant.plan_code)
+    require_storage(call.tenant)
     try:
         result = portability.import_memories(
             portability.read_export_file(source),

@@ -227,15 +227,21 @@ def list_memories(
 
 
 def storage_bytes() -> int:
-    """Bytes on disk of the bound tenant's database, its WAL included."""
-    path = current_database_path()
-    if path is None:
+    """Bytes the bound tenant's data takes: its database's pages in use.
+
+    Not the file's size: SQLite keeps the pages a delete frees in the file for reuse, so a
+    workspace at its plan's storage limit could never make room by deleting memories.
+    """
+    if current_database_path() is None:
         return 0
-    return sum(
-        candidate.stat().st_size
-        for candidate in (path, path.with_name(path.name + "-wal"))
-        if candidate.exists()
-    )
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute("PRAGMA page_count")
+        pages = cursor.fetchone()[0]
+        cursor.execute("PRAGMA freelist_count")
+        free = cursor.fetchone()[0]
+        cursor.execute("PRAGMA page_size")
+        size = cursor.fetchone()[0]
+    return (pages - free) * size
 
 
 def memory_stats() -> dict[str, Any]:

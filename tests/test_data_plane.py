@@ -342,6 +342,17 @@ def test_migrate_tenants_reports_a_missing_file_and_fails(db):
     assert not tenant_database_path(made[1].tenant.id).exists()
 
 
+@pytest.mark.parametrize("command", ["migrate_tenants", "reembed_memories"])
+def test_a_slug_of_no_tenant_is_refused_before_any_tenant_is_touched(db, command):
+    made = make_tenant("one", "one@example.com")
+    with bind_tenant_database(made.tenant.id):
+        Memory.objects.create(content="no vector yet", content_hash="x")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="'onee'"):
+        call_command(command, "one", "onee", stdout=out, stderr=io.StringIO())
+    assert out.getvalue() == ""
+
+
 # --- Bounded open files --------------------------------------------------------------------------
 
 MANY_TENANTS = 2_000

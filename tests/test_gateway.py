@@ -194,6 +194,42 @@ def test_the_monthly_search_quota_stops_searches_but_not_reads(alice_api):
     assert alice_api.get("/v1/memories").status_code == 200
 
 
+def storage_used(api) -> int:
+    return api.get("/v1/usage").json()["metrics"]["storage_bytes"]["used"]
+
+
+def fill(api, count: int) -> list[int]:
+    """`count` memories of 50 KB each; their ids."""
+    return [
+        api.post("/v1/memories", {"content": f"{n} " + "word " * 10_000}).json()["id"]
+        for n in range(count)
+    ]
+
+
+def test_the_storage_quota_refuses_whatever_adds_data_and_deleting_makes_room(alice_api):
+    set_plan(requests_per_minute=None, burst=None)
+    kept = alice_api.post("/v1/memories", {"content": "kept"}).json()["id"]
+    ids = fill(alice_api, 20)
+    used = storage_used(alice_api)
+    set_plan(max_storage_bytes=used, requests_per_minute=None, burst=None)
+    file = {"version": "1.0", "memories": [{"content": "imported"}]}
+    for refused in (
+        alice_api.post("/v1/memories", {"content": "x"}),
+        alice_api.patch(f"/v1/memories/{kept}", {"tags": ["new"]}),  # keeps a version
+        alice_api.post("/v1/import", file),
+    ):
+        body = assert_error(refused, 402, "quota_exceeded")
+        assert (body["metric"], body["current"], body["limit"]) == ("storage_bytes", used, used)
+    assert alice_api.get("/v1/stats").json()["total_memories"] == 21
+    assert alice_api.get(f"/v1/memories/{kept}").json()["version"] == 1
+    for memory_id in ids:
+        assert alice_api.delete(f"/v1/memories/{memory_id}").status_code == 204
+    assert storage_used(alice_api) < used - 1_000_000  # the 1 MB of content is freed
+    assert alice_api.post("/v1/memories", {"content": "room again"}).status_code == 201
+    assert alice_api.patch(f"/v1/memories/{kept}", {"tags": ["new"]}).status_code == 200
+    assert alice_api.post("/v1/import", file).json()["imported"] == 1
+
+
 def test_quotas_are_per_tenant(alice_api, bob_api):
     set_plan(max_searches_per_month=1)
     alice_api.post("/v1/search", {"query": "x"})

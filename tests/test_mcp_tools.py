@@ -752,6 +752,24 @@ def test_an_import_over_the_plans_memory_limit_is_quota_exceeded(acme, alice):
     assert in_tenant(acme, Memory.objects.count) == 0
 
 
+def test_at_the_storage_limit_updates_merges_and_imports_are_quota_exceeded(acme, alice):
+    memory_id = create(alice, "kept")
+    set_plan(max_storage_bytes=1)
+    data = {"version": "1.0", "memories": [{"content": "imported"}]}
+    for tool, arguments in [
+        ("memory_update", {"id": memory_id, "tags": ["new"]}),
+        ("memory_create", {"content": "kept", "tags": ["new"], "dedup_mode": "merge"}),
+        ("memory_import", {"data": data}),
+    ]:
+        response = alice.send("tools/call", {"name": tool, "arguments": arguments})
+        assert response.status_code == 402, (tool, response.content)
+        error = response.json()["error"]
+        assert (error["code"], error["data"]["metric"]) == (-32004, "storage_bytes")
+    memory = alice.call("memory_get", id=memory_id)
+    assert (memory["version"], memory["tags"]) == (1, [])
+    assert in_tenant(acme, Memory.objects.count) == 1
+
+
 def test_tool_results_are_engrams_json_text(alice):
     result = alice.call_result("memory_create", {"content": "json text"})
     assert [item["type"] for item in result["content"]] == ["text"]

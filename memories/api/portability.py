@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from billing.quotas import quota_exceeded
+from billing.quotas import quota_exceeded, require_storage
 from engram_cloud.errors import ApiError
 from engram_cloud.parsers import BoundedJSONParser
 from memories import idempotency, portability
@@ -116,8 +116,8 @@ class ImportView(APIView):
             "tenant already holds, or that appears earlier in the file, is skipped, as is a "
             "record that has already expired. Ids are kept where the tenant does not use "
             "them. A daily memory without `expires_at` expires one daily TTL after the "
-            "import. A malformed file, or one that would exceed the memories quota, writes "
-            "nothing."
+            "import. A malformed file, one that would exceed the memories quota, or an "
+            "import into a workspace at its storage limit writes nothing."
         ),
     )
     def post(self, request: Request) -> Response:
@@ -127,6 +127,7 @@ class ImportView(APIView):
         with idempotency.idempotent(request, stream=source, fields=form) as idempotent:
             if idempotent.replay is not None:
                 return idempotent.replay  # imports nothing
+            require_storage(request.tenant)
             try:
                 result = portability.import_memories(
                     portability.read_export_file(idempotent.stream),

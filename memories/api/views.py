@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.models import Plan
-from billing.quotas import require_capacity
+from billing.quotas import require_capacity, require_storage
 from memories import idempotency, services
 from memories.api.cursors import decode_cursor, encode_cursor
 from memories.api.fields import query_data
@@ -112,6 +112,7 @@ class MemoryDetailView(APIView):
     )
     def patch(self, request: Request, memory_id: int) -> Response:
         changes = _validated(MemoryWriteSerializer, request.data, partial=True)
+        require_storage(request.tenant)
         try:
             memory = services.update_memory(memory_id, changes)
         except Memory.DoesNotExist:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import QuerySet
 
 from backups.services import export_to_storage
 from memories.portability import export_memories
@@ -20,6 +22,19 @@ def tenant_by_slug(slug: str) -> Tenant:
     if tenant is None:
         raise CommandError(f"No tenant with slug {slug!r}.")
     return tenant
+
+
+def tenants_by_slugs(slugs: Sequence[str]) -> QuerySet[Tenant]:
+    """The tenants an operator named, in slug order (every tenant if none is named). A slug
+    of no tenant is refused before anything runs, rather than quietly doing less."""
+    tenants = Tenant.objects.exclude(status=TenantStatus.DELETED).order_by("slug")
+    if not slugs:
+        return tenants
+    tenants = tenants.filter(slug__in=slugs)
+    unknown = sorted(set(slugs) - set(tenants.values_list("slug", flat=True)))
+    if unknown:
+        raise CommandError(f"No tenant with slug {', '.join(map(repr, unknown))}.")
+    return tenants
 
 
 class Command(BaseCommand):

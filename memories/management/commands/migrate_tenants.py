@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from memories.management.commands.export_tenant import tenants_by_slugs
 from memories.provisioning import ensure_template, migrate_tenant_database
 from memories.tenant_db import TenantDatabaseMissing
-from tenants.models import Tenant, TenantStatus
 
 
 class Command(BaseCommand):
@@ -18,10 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("slugs", nargs="*", help="Only these tenants (default: all).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tenants = tenants_by_slugs(options["slugs"])
         ensure_template()
-        tenants = Tenant.objects.exclude(status=TenantStatus.DELETED).order_by("slug")
-        if options["slugs"]:
-            tenants = tenants.filter(slug__in=options["slugs"])
         total = tenants.count()
         failed = []
         for number, tenant in enumerate(tenants.iterator(), start=1):

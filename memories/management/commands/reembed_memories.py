@@ -8,10 +8,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
 from memories.embeddings import EmbeddingError, get_provider
+from memories.management.commands.export_tenant import tenants_by_slugs
 from memories.models import Memory
 from memories.tenant_db import bind_tenant_database
 from memories.vector_index import store_embeddings
-from tenants.models import Tenant, TenantStatus
 
 BATCH = 256
 
@@ -30,9 +30,7 @@ class Command(BaseCommand):
             provider = get_provider()
         except EmbeddingError as error:
             raise CommandError(str(error)) from None
-        tenants = Tenant.objects.exclude(status=TenantStatus.DELETED).order_by("slug")
-        if options["slugs"]:
-            tenants = tenants.filter(slug__in=options["slugs"])
+        tenants = tenants_by_slugs(options["slugs"])
         for tenant in tenants.iterator():
             with bind_tenant_database(tenant.id):
                 stale = Memory.objects.filter(
