@@ -78,6 +78,11 @@ ALLOWED_HOSTS = env_list(
 )
 # Tenants are addressed as {slug}.{ENGRAM_BASE_DOMAIN}.
 ALLOWED_HOSTS += [ENGRAM_BASE_DOMAIN, f".{ENGRAM_BASE_DOMAIN}"]
+# The names under the base domain that serve the console and the admin, like the base domain
+# itself; every other host under it serves only the API (tenants.middleware.serves_api_only).
+ENGRAM_CONSOLE_SUBDOMAINS = env_list(
+    "ENGRAM_CONSOLE_SUBDOMAINS", ["www", "app", "console", "admin"]
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -102,9 +107,9 @@ MIDDLEWARE = [
     "engram_cloud.middleware.RequestIdMiddleware",
     # Right after the request id, so it times (and logs) nearly everything, refusals included.
     "engram_cloud.observability.RequestObservabilityMiddleware",
-    # The API host guard: on a tenant's host {slug}.{ENGRAM_BASE_DOMAIN} only the API is served
-    # (/v1, /mcp, /health, /ready); the console, /admin/ and /metrics answer 404 there. The base
-    # domain (and `localhost` in development) serves everything.
+    # The API host guard: hosts under ENGRAM_BASE_DOMAIN (a tenant's {slug}.…, api.…) serve
+    # only the API (/v1, /mcp, /health, /ready); the console, /admin/ and /metrics answer 404
+    # there. The base domain and ENGRAM_CONSOLE_SUBDOMAINS under it serve everything.
     "tenants.middleware.ApiHostGuardMiddleware",
     "engram_cloud.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",

@@ -70,19 +70,25 @@ def resolve_tenant(request: HttpRequest, principal: Principal) -> TenantRef:
     return TenantRef.of(tenant)
 
 
+def serves_api_only(request: HttpRequest) -> bool:
+    """Every host under the base domain (a tenant's `{slug}.…`, `api.…`) but the console's."""
+    host = request.get_host().rsplit(":", 1)[0].lower()
+    suffix = f".{settings.ENGRAM_BASE_DOMAIN}"
+    return host.endswith(suffix) and host[: -len(suffix)] not in settings.ENGRAM_CONSOLE_SUBDOMAINS
+
+
 class ApiHostGuardMiddleware:
-    """A tenant's host `{slug}.{ENGRAM_BASE_DOMAIN}` serves the API only: /v1, /mcp, /health
-    and /ready. The console, /admin/, /metrics and every other page answer there as an unknown
-    API path does (404 in the error envelope), so the hosts agents are given lead nowhere else.
-    The base domain itself, reserved names under it (www, app, admin, console…) and every
-    other allowed host serve everything.
+    """The API hosts serve the API only: /v1, /mcp, /health and /ready. The console, /admin/,
+    /metrics and every other page answer there as an unknown API path does (404 in the error
+    envelope), so the hosts agents are given lead nowhere else. The base domain, the console's
+    names under it (ENGRAM_CONSOLE_SUBDOMAINS) and every other allowed host serve everything.
     """
 
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not is_api_path(request.path_info) and host_tenant_slug(request) is not None:
+        if not is_api_path(request.path_info) and serves_api_only(request):
             return error_response(request, ApiError(404, "not_found", "Not found."))
         return self.get_response(request)
 

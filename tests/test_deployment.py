@@ -170,7 +170,9 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
         connection.close()
 
         # on_starting made the Prometheus directory; the workers write their values there.
-        status, metrics = request(port, "GET", "/metrics")
+        # /metrics answers on the base domain, never on the API host.
+        assert request(port, "GET", "/metrics")[0] == 404
+        status, metrics = request(port, "GET", "/metrics", None, {"Host": "engram.cloud"})
         assert status == 200 and "requests_total" in metrics["text"]
         assert any((tmp_path / "prometheus").iterdir())
     finally:

@@ -720,7 +720,14 @@ NOT_THE_API = [
     "/stripe/webhook/00000000-0000-0000-0000-000000000000/",
     "/no-such-page",
 ]
-API_HOSTS = [TENANT_HOST, "ACME.engram.test:8443", "no-such-tenant.engram.test"]
+API_HOSTS = [
+    TENANT_HOST,
+    "ACME.engram.test:8443",
+    "no-such-tenant.engram.test",
+    "api.engram.test",
+    "mcp.engram.test",
+    "x.acme.engram.test",
+]
 
 
 @pytest.fixture
@@ -754,7 +761,7 @@ def test_an_api_host_serves_nothing_but_the_api(staff: Client, host: str, path: 
 
 @pytest.mark.parametrize("path", NOT_THE_API[:-2])
 def test_the_base_domain_and_local_hosts_serve_everything(staff: Client, path: str):
-    for host in ("engram.test", "localhost", "console.engram.test"):
+    for host in ("engram.test", "localhost", "www.engram.test", "app.engram.test"):
         headers = {"Host": host, "Authorization": "Bearer metrics-token-for-tests"}
         response = staff.get(path, headers=headers)
         assert response.status_code in (200, 302), (host, path, response.status_code)
