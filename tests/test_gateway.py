@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from billing import ratelimit
 from billing import services as billing_services
@@ -10,6 +13,8 @@ from billing.models import Plan
 from billing.plans import plans
 from billing.ratelimit import local_buckets, redis_buckets
 from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
+from memories.models import Memory
+from memories.tenant_db import bind_tenant_database
 
 
 @pytest.fixture(autouse=True)
@@ -197,6 +202,20 @@ def test_the_monthly_search_quota_stops_searches_but_not_reads(alice_api):
     body = assert_error(alice_api.post("/v1/search", {"query": "x"}), 402, "quota_exceeded")
     assert body["metric"] == "searches_per_month"
     assert alice_api.get("/v1/memories").status_code == 200
+
+
+def test_expired_memories_give_back_their_room_under_the_memories_quota(alice_api, acme):
+    """Expired memories cannot be read, listed or deleted: they must not hold the quota."""
+    set_plan(max_memories=3)
+    for n in range(3):
+        scratch = {"content": f"scratch {n}", "ttl_seconds": 60}
+        assert alice_api.post("/v1/memories", scratch).status_code == 201
+    assert_error(alice_api.post("/v1/memories", {"content": "x"}), 402, "quota_exceeded")
+    with bind_tenant_database(acme.tenant.id):
+        Memory.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert alice_api.get("/v1/stats").json()["total_memories"] == 0
+    assert alice_api.post("/v1/memories", {"content": "room again"}).status_code == 201
+    assert alice_api.get("/v1/usage").json()["metrics"]["memories"]["used"] == 1
 
 
 def storage_used(api) -> int:
