@@ -36,6 +36,9 @@ class BackupRecord(models.Model):
     database_size = models.BigIntegerField()
     # SHA-256 of the encrypted object, checked before decrypting.
     sha256 = models.CharField(max_length=64)
+    # SHA-256 of the database file it holds (blank: not recorded). A restore whose tenant file
+    # is still that file, byte for byte, records it as its pre-restore backup (same object).
+    database_sha256 = models.CharField(max_length=64, blank=True, default="")
     # The last change-journal entry the snapshot contains (0: none).
     journal_seq = models.BigIntegerField(default=0)
     status = models.CharField(

@@ -1,14 +1,14 @@
 """Backing up tenant databases (and, below, restoring them). Each operation is one function.
 
-A backup: snapshot (backups/snapshot.py) → verify → compress and encrypt (backups/crypto.py)
-→ upload to backup storage → BackupRecord. The record is written only after the upload
-returned, so a backup killed at any step leaves no record (only scratch files, removed by the
-next run, or an orphan object, removed by pruning).
+A backup: snapshot (backups/snapshot.py) → compress, encrypt (backups/crypto.py) and upload
+to backup storage while the snapshot is verified → BackupRecord. The record is written only
+after the upload returned and the checks passed, so a backup killed at any step leaves no
+record (only scratch files, removed by the next run, or an orphan object no record names).
 
-A restore: maintenance → back up the current file → download, authenticate, decrypt, verify
-→ migrate, replay the journal to the time asked (backups/journal.py) → copy into the live
-file in one transaction → back up the result → maintenance lifted.
-"""
+A restore: maintenance → back up the current file (unless it is still, byte for byte, the
+newest backup's) → download, authenticate, decrypt, verify → migrate, replay the journal to
+the time asked (backups/journal.py) → copy into the live file in one transaction → back up
+the result → maintenance lifted."""
 
 from __future__ import annotations
 
@@ -120,19 +120,27 @@ def tenant_lock(tenant_id: uuid.UUID | str) -> Iterator[Path]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _encrypt(snapshot: Path, target: Path, tenant_id: str, taken_at: str) -> tuple[int, str]:
+def _encrypt(snapshot: Path, target: Path, tenant_id: str, taken_at: str) -> tuple[int, str, str]:
+    """Compress and encrypt the snapshot into `target`; returns the encrypted file's size and
+    SHA-256, and the snapshot's SHA-256."""
     header = crypto.BackupHeader(
         tenant_id=tenant_id, schema_version=schema_version(), taken_at=taken_at
     )
-    with open(snapshot, "rb") as source, open(target, "wb") as raw:
-        writer = _HashingWriter(raw)
-        crypto.encrypt_file(source, writer, header)  # type: ignore[arg-type]
-    return writer.size, writer.sha256.hexdigest()
+    with open(snapshot, "rb") as plain, open(target, "wb") as raw:
+        reader, writer = _HashingReader(plain), _HashingWriter(raw)
+        crypto.encrypt_file(reader, writer, header)  # type: ignore[arg-type]
+    return writer.size, writer.sha256.hexdigest(), reader.sha256.hexdigest()
 
 
-def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
+def _upload_backup_file(
+    tenant: Tenant, work: Path, *, unless_same_as: BackupRecord | None = None
+) -> dict[str, Any]:
     """Snapshot, check, encrypt and upload the tenant's file; returns the record's fields.
-    Files and storage only (no database query), so it can run beside other work."""
+    Files and storage only (no database query), so it can run beside other work.
+
+    `unless_same_as`: when the snapshot is that backup's database byte for byte, nothing is
+    uploaded: the fields returned share its object.
+    """
     source = tenant_database_path(tenant.id)
     if not source.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
@@ -141,12 +149,17 @@ def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
     journal_seq = take_snapshot(source, snapshot)
     # After the snapshot: it holds no write made after this time (later ones are journaled).
     taken_at = timezone.now()
+    if unless_same_as is not None and _holds(unless_same_as, snapshot, journal_seq):
+        snapshot.unlink()
+        return _same_object(unless_same_as, taken_at)
     # The checks read the copy while it is compressed, encrypted and uploaded (SQLite, zstd,
     # AES and sockets release the GIL); an object whose copy fails them is deleted, and a
     # record is written only for one that passed.
     with ThreadPoolExecutor(max_workers=1) as pool:
         verified = pool.submit(verify_database, snapshot)
-        size, sha256 = _encrypt(snapshot, encrypted, str(tenant.id), taken_at.isoformat())
+        size, sha256, database_sha256 = _encrypt(
+            snapshot, encrypted, str(tenant.id), taken_at.isoformat()
+        )
         stored_name = _store(encrypted, database_backup_key(tenant.id, taken_at, schema_version()))
         try:
             verified.result()
@@ -160,11 +173,37 @@ def _upload_backup_file(tenant: Tenant, work: Path) -> dict[str, Any]:
         "size": size,
         "database_size": snapshot.stat().st_size,
         "sha256": sha256,
+        "database_sha256": database_sha256,
         "journal_seq": journal_seq,
     }
     snapshot.unlink()
     encrypted.unlink(missing_ok=True)  # moved into local storage
     return fields
+
+
+def _holds(record: BackupRecord, snapshot: Path, journal_seq: int) -> bool:
+    """Is the snapshot, byte for byte, the database file that backup holds? (Its journal
+    position and size first: a changed tenant costs no hashing.)"""
+    if not record.database_sha256 or record.journal_seq != journal_seq:
+        return False
+    if record.database_size != snapshot.stat().st_size:
+        return False
+    with open(snapshot, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest() == record.database_sha256
+
+
+def _same_object(record: BackupRecord, taken_at: dt.datetime) -> dict[str, Any]:
+    """The fields of a record of the same database file as `record` (sharing its object)."""
+    fields = (
+        "storage_key",
+        "schema_version",
+        "size",
+        "database_size",
+        "sha256",
+        "database_sha256",
+        "journal_seq",
+    )
+    return {name: getattr(record, name) for name in fields} | {"taken_at": taken_at}
 
 
 def _store(path: Path, name: str) -> str:
@@ -423,9 +462,11 @@ def _restore_locked(
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
     with tenant_lock(tenant.id) as work, maintenance(tenant):
         _drain(live)
-        # The file about to be replaced is backed up while the backup to restore is fetched.
+        # The file about to be replaced is backed up while the backup to restore is fetched
+        # (unless it is still the newest backup's file, byte for byte: nothing to upload).
+        newest = latest_backup(tenant.id)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            replaced = pool.submit(_upload_backup_file, tenant, work)
+            replaced = pool.submit(_upload_backup_file, tenant, work, unless_same_as=newest)
             database = download_backup(base, work, "restored.sqlite")
             previous = _record(tenant, BackupReason.PRE_RESTORE, replaced.result())
         entries: list[tuple] = []
@@ -445,13 +486,8 @@ def _restore_locked(
         else:
             # The live file now holds exactly the base backup: a record of it (the same
             # object) starts the restored history for later restores to a time.
-            _record(tenant, BackupReason.POST_RESTORE, _same_object_now(base))
+            _record(tenant, BackupReason.POST_RESTORE, _same_object(base, timezone.now()))
     return previous, replayed
-
-
-def _same_object_now(base: BackupRecord) -> dict[str, Any]:
-    fields = ("storage_key", "schema_version", "size", "database_size", "sha256", "journal_seq")
-    return {name: getattr(base, name) for name in fields} | {"taken_at": timezone.now()}
 
 
 def _drain(live: Path) -> None:

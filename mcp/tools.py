@@ -532,7 +532,8 @@ def memory_delete(arguments: dict[str, Any], call: Call) -> dict[str, Any]:
     description="Memories matching the filters, newest first unless sorted otherwise.",
     properties={
         "limit": integer("At most this many (default 20).", minimum=1, maximum=MAX_RESULTS),
-        "offset": integer("Skip this many first.", minimum=0),
+        # SQLite's OFFSET is a 64-bit integer.
+        "offset": integer("Skip this many first.", minimum=0, maximum=MAX_ID),
         "tags": array(TAG, "Only memories with all these tags.", maxItems=MAX_FILTER_TAGS),
         "memory_type": memory_type("Only this type."),
         "type": memory_type("Same as memory_type."),

@@ -16,13 +16,15 @@ import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connections
+from django.utils import timezone
 from rapidfuzz import process
-from rapidfuzz.distance import DamerauLevenshtein
+from rapidfuzz.distance import OSA
 
 from memories.embeddings import STOP_WORDS, get_provider
 from memories.models import Memory
@@ -124,10 +126,29 @@ def time_budget(milliseconds: int) -> Iterator[None]:
 
 def filter_clause(filters: MemoryFilters) -> tuple[str, list[Any]]:
     """The WHERE clause of the filters (and liveness) on "memories_memory", from the ORM."""
+    if filters == _NO_FILTERS:  # most searches: liveness only, compiled once per process
+        expires_at = Memory._meta.get_field("expires_at")
+        return _liveness_sql(), [
+            expires_at.get_db_prep_value(timezone.now(), connections[DATA_PLANE_ALIAS])
+        ]
+    return _compiled(filters)
+
+
+_NO_FILTERS = MemoryFilters()
+
+
+def _compiled(filters: MemoryFilters) -> tuple[str, list[Any]]:
     queryset = filters.apply(Memory.objects.live())
     compiler = queryset.query.get_compiler(using=DATA_PLANE_ALIAS)
     sql, params = compiler.compile(queryset.query.where)
     return sql, list(params)
+
+
+@cache
+def _liveness_sql() -> str:
+    sql, params = _compiled(_NO_FILTERS)
+    assert len(params) == 1, "liveness compares expires_at with one value: now"
+    return sql
 
 
 def filtered_ids(clause: tuple[str, list[Any]], ids: list[int]) -> set[int]:
@@ -155,9 +176,11 @@ def filtered_ids(clause: tuple[str, list[Any]], ids: list[int]) -> set[int]:
 KEYWORD_WINDOW = 200
 
 
-def _keyword_rows(
+def keyword_rows(
     expression: str, clause: tuple[str, list[Any]], limit: int, window: int | None
 ) -> list[tuple[int, float]]:
+    """(id, score) of the best `limit` matches passing the filters, best first; `window`: rank
+    only that many of the best matches before the join (None: all of them)."""
     where, params = clause
     table = Memory._meta.db_table
     weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
@@ -181,13 +204,46 @@ def keyword_hits(groups: list[list[str]], clause: tuple[str, list[Any]], limit: 
     if not groups:
         return []
     expression = fts_expression(groups)
-    rows = _keyword_rows(expression, clause, limit, max(limit * 4, KEYWORD_WINDOW))
+    rows = keyword_rows(expression, clause, limit, max(limit * 4, KEYWORD_WINDOW))
     if len(rows) < limit:
-        rows = _keyword_rows(expression, clause, limit, None)
+        rows = keyword_rows(expression, clause, limit, None)
     if not rows:
         return []
     best = rows[0][1] or 1.0
     return [Hit(memory_id=row[0], score=row[1] / best, keyword_score=row[1] / best) for row in rows]
+
+
+# Hybrid's keyword half only proposes candidates for the fusion, and BM25 over an OR of common
+# words would score most of the tenant (a query's filler words, "steps … before release", are
+# each in 10-20% of the memories). So it leaves out the words found in more than this share of
+# the memories when the query has rarer ones: their IDF is low, and the rows scored drop from
+# ~45,000 to a few thousand at 100k memories. Keyword and fuzzy search score every word.
+COMMON_WORD_SHARE = 0.02
+
+
+def informative_groups(groups: list[list[str]]) -> list[list[str]]:
+    """The groups (a word and its typo corrections) that are not in more than
+    COMMON_WORD_SHARE of the memories; the rarest group when every one is."""
+    if len(groups) < 2:
+        return groups
+    phrases = [phrase for group in groups for phrase in group]
+    counts = ", ".join(
+        "(SELECT count(*) FROM memories_fts WHERE memories_fts MATCH %s)" for _ in phrases
+    )
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT value FROM memories_counter WHERE name = 'memories'), " + counts,
+            [f'"{phrase}"' for phrase in phrases],
+        )
+        memories, *found = cursor.fetchone()
+    rows = iter(found)
+    group_rows = [sum(next(rows) for _ in group) for group in groups]
+    kept = [
+        group
+        for group, count in zip(groups, group_rows, strict=True)
+        if count <= COMMON_WORD_SHARE * (memories or 0)
+    ]
+    return kept or [groups[group_rows.index(min(group_rows))]]
 
 
 class Vocabulary:
@@ -257,10 +313,12 @@ def corrections_for(terms: list[str]) -> dict[str, list[str]]:
     words, _ = vocabulary.words()
     corrections: dict[str, list[str]] = {}
     for term in unknown:
-        # Short words tolerate one edit, longer ones two (Damerau: a swap is one edit).
+        # Short words tolerate one edit, longer ones two; swapping two letters is one edit.
+        # Optimal string alignment, the restricted Damerau-Levenshtein distance: it differs
+        # only when a letter is edited twice, and is 3.5x faster over 18,000 words (1.3 ms).
         allowed = 1 if len(term) < 6 else FUZZY_MAX_DISTANCE
         candidates = process.extract(
-            term, words, scorer=DamerauLevenshtein.distance, score_cutoff=allowed, limit=3
+            term, words, scorer=OSA.distance, score_cutoff=allowed, limit=3
         )
         if candidates:
             corrections[term] = [candidate for candidate, _, _ in candidates]
@@ -338,8 +396,10 @@ def search(
                 outcome.corrections = corrections_for(terms)
                 groups = [[term, *outcome.corrections.get(term, [])] for term in terms]
             keyword = []
-            if used in ("keyword", "fuzzy", "hybrid"):
-                keyword = keyword_hits(groups, clause, candidates if used == "hybrid" else limit)
+            if used in ("keyword", "fuzzy"):
+                keyword = keyword_hits(groups, clause, limit)
+            elif used == "hybrid":
+                keyword = keyword_hits(informative_groups(groups), clause, candidates)
             if used == "semantic":
                 outcome.hits = semantic_hits(ranking, clause, limit)
             elif used == "hybrid":

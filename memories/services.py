@@ -80,11 +80,10 @@ def create_memory(
 _MEMORY_FIELDS = Memory._meta.concrete_fields
 # Reading a memory is the hottest path of the API: one prepared statement, not an ORM query
 # (bench/api_overhead.py); the access it counts is written later, in batches (access.py).
-_READ_SQL = (
-    f"SELECT {', '.join(field.column for field in _MEMORY_FIELDS)} "
-    f"FROM {Memory._meta.db_table} "
-    "WHERE id = %s AND (expires_at IS NULL OR expires_at > %s)"
+_SELECT_SQL = (
+    f"SELECT {', '.join(field.column for field in _MEMORY_FIELDS)} FROM {Memory._meta.db_table} "
 )
+_READ_SQL = _SELECT_SQL + "WHERE id = %s AND (expires_at IS NULL OR expires_at > %s)"
 
 
 def _from_column(field: Any, value: Any) -> Any:
@@ -107,11 +106,27 @@ def get_memory(memory_id: int) -> Memory:
         row = cursor.fetchone()
     if row is None:
         raise Memory.DoesNotExist(f"memory {memory_id}")
-    values = [_from_column(field, value) for field, value in zip(_MEMORY_FIELDS, row, strict=True)]
-    memory = Memory.from_db(DATA_PLANE_ALIAS, None, values)
+    memory = _from_row(row)
     memory.access_count += access_counter.record(memory.pk, now)
     memory.last_accessed_at = now
     return memory
+
+
+def _from_row(row: tuple[Any, ...]) -> Memory:
+    values = [_from_column(field, value) for field, value in zip(_MEMORY_FIELDS, row, strict=True)]
+    return Memory.from_db(DATA_PLANE_ALIAS, None, values)
+
+
+def memories_by_id(memory_ids: list[int]) -> dict[int, Memory]:
+    """Memories by id as stored, in one statement (search results: no liveness check, no
+    access counted); a missing id is left out."""
+    if not memory_ids:
+        return {}
+    with connections[DATA_PLANE_ALIAS].cursor() as cursor:
+        cursor.execute(
+            _SELECT_SQL + "WHERE id IN (SELECT value FROM json_each(%s))", [json.dumps(memory_ids)]
+        )
+        return {memory.pk: memory for memory in map(_from_row, cursor.fetchall())}
 
 
 def update_memory(memory_id: int, changes: dict[str, Any]) -> Memory:

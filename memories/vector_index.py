@@ -73,14 +73,20 @@ def store_embeddings(
 
 @dataclass
 class TenantVectors:
-    """One tenant's vectors of one model: rows of `matrix`, ids in `ids` (-1: a free slot)."""
+    """One tenant's vectors of one model, one per column of `columns` (dimension x capacity),
+    the memory ids in `ids` (-1: a free slot, whose column is zero).
+
+    Column-wise because a hashed query vector is sparse (a few words: ~40 of 256 dimensions):
+    its similarity to every vector reads only the rows of its non-zero dimensions, a sixth of
+    the matrix (1.2 vs 4.4 ms at 100k memories; 14 ms row-wise).
+    """
 
     model: str
     dimension: int
     last_seq: int = 0
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.float32))
-    rows: dict[int, int] = field(default_factory=dict)
+    columns: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), dtype=np.float32))
+    slots: dict[int, int] = field(default_factory=dict)
     free: list[int] = field(default_factory=list)
     count: int = 0
     # For the hashed provider: how many vectors use each dimension (the IDF of TF-IDF).
@@ -88,13 +94,13 @@ class TenantVectors:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        if self.matrix.shape[1] != self.dimension:
-            # No rows yet, but the right width: a query against an empty tenant scores nothing.
-            self.matrix = np.zeros((0, self.dimension), dtype=np.float32)
+        if self.columns.shape[0] != self.dimension:
+            # No vectors yet, but the right height: a query against an empty tenant scores nothing.
+            self.columns = np.zeros((self.dimension, 0), dtype=np.float32)
 
     @property
     def nbytes(self) -> int:
-        return int(self.matrix.nbytes + self.ids.nbytes)
+        return int(self.columns.nbytes + self.ids.nbytes)
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.ids)
@@ -103,40 +109,48 @@ class TenantVectors:
         if len(self.free) >= needed:
             return
         new_capacity = max(16, capacity * 2, self.count + needed)
-        matrix = np.zeros((new_capacity, self.dimension), dtype=np.float32)
-        matrix[:capacity] = self.matrix[:capacity]
+        columns = np.zeros((self.dimension, new_capacity), dtype=np.float32)
+        columns[:, :capacity] = self.columns[:, :capacity]
         ids = np.full(new_capacity, -1, dtype=np.int64)
         ids[:capacity] = self.ids
-        self.matrix, self.ids = matrix, ids
+        self.columns, self.ids = columns, ids
 
     def put(self, memory_id: int, vector: np.ndarray) -> None:
-        row = self.rows.get(memory_id)
-        if row is None:
+        slot = self.slots.get(memory_id)
+        if slot is None:
             self._grow(1)
-            row = self.free.pop() if self.free else self.count
-            self.count = max(self.count, row + 1)
-            self.rows[memory_id] = row
-            self.ids[row] = memory_id
+            slot = self.free.pop() if self.free else self.count
+            self.count = max(self.count, slot + 1)
+            self.slots[memory_id] = slot
+            self.ids[slot] = memory_id
         elif self.document_frequency is not None:
-            self.document_frequency -= self.matrix[row] != 0
-        self.matrix[row] = vector
+            self.document_frequency -= self.columns[:, slot] != 0
+        self.columns[:, slot] = vector
         if self.document_frequency is not None:
             self.document_frequency += vector != 0
 
     def drop(self, memory_id: int) -> None:
-        row = self.rows.pop(memory_id, None)
-        if row is None:
+        slot = self.slots.pop(memory_id, None)
+        if slot is None:
             return
         if self.document_frequency is not None:
-            self.document_frequency -= self.matrix[row] != 0
-        self.matrix[row] = 0
-        self.ids[row] = -1
-        self.free.append(row)
+            self.document_frequency -= self.columns[:, slot] != 0
+        self.columns[:, slot] = 0
+        self.ids[slot] = -1
+        self.free.append(slot)
 
     def scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, cosine scores) of every stored vector."""
-        used = slice(0, self.count)
-        return self.ids[used], self.matrix[used] @ query
+        """(a copy of the ids, cosine scores) of every slot; a free slot scores 0."""
+        used = self.count
+        nonzero = np.flatnonzero(query)
+        if 2 * len(nonzero) > self.dimension:  # a dense query (minilm, openai): one BLAS call
+            return self.ids[:used].copy(), query @ self.columns[:, :used]
+        scores = np.zeros(used, dtype=np.float32)
+        term = np.empty(used, dtype=np.float32)
+        for dimension in nonzero:
+            np.multiply(self.columns[dimension, :used], query[dimension], out=term)
+            scores += term
+        return self.ids[:used].copy(), scores
 
 
 class VectorCache:
@@ -187,15 +201,15 @@ def _load_all(entry: TenantVectors, cursor: object) -> None:
     rows = [(memory_id, blob) for memory_id, blob in cursor.fetchall() if len(blob) == width]
     count = len(rows)
     ids = np.full(max(16, count), -1, dtype=np.int64)
-    matrix = np.zeros((len(ids), entry.dimension), dtype=np.float32)
+    columns = np.zeros((entry.dimension, len(ids)), dtype=np.float32)
     if count:
         ids[:count] = [memory_id for memory_id, _ in rows]
         packed = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
-        matrix[:count] = packed.reshape(count, entry.dimension)
-    entry.ids, entry.matrix, entry.count, entry.free = ids, matrix, count, []
-    entry.rows = dict(zip(ids[:count].tolist(), range(count), strict=True))
+        columns[:, :count] = packed.reshape(count, entry.dimension).T
+    entry.ids, entry.columns, entry.count, entry.free = ids, columns, count, []
+    entry.slots = dict(zip(ids[:count].tolist(), range(count), strict=True))
     if entry.document_frequency is not None:
-        entry.document_frequency = np.count_nonzero(matrix[:count], axis=0).astype(np.int64)
+        entry.document_frequency = np.count_nonzero(columns[:, :count], axis=1).astype(np.int64)
 
 
 def _load(entry: TenantVectors, cursor: object, memory_ids: Sequence[int]) -> None:
@@ -250,24 +264,36 @@ class SemanticRanking:
         entry = vector_cache.vectors(provider)
         vector = provider.embed([query])[0]
         with entry.lock:
-            if entry.document_frequency is not None and entry.rows:
+            if entry.document_frequency is not None and entry.slots:
                 # IDF per hashed dimension: rare features count for more than common ones.
-                idf = np.log((len(entry.rows) + 1) / (entry.document_frequency + 1)) + 1.0
+                idf = np.log((len(entry.slots) + 1) / (entry.document_frequency + 1)) + 1.0
                 vector = vector * idf.astype(np.float32)
                 norm = np.linalg.norm(vector)
                 vector = vector / norm if norm else vector
-            ids, scores = entry.scores(vector)
-            keep = (ids >= 0) & (scores > 0)
-            self.ids, self.scores = ids[keep], scores[keep]
+            self.ids, self.scores = entry.scores(vector)
+        # Only vectors that share something with the query rank (free slots score 0).
+        self.matching = int(np.count_nonzero(self.scores > 0))
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.matching
 
     def top(self, count: int) -> list[tuple[int, float]]:
         """The `count` best (id, score) pairs, best first; ties go to the newer memory."""
-        count = min(count, len(self.ids))
+        count = min(count, self.matching)
         if count == 0:
             return []
-        best = np.argpartition(-self.scores, count - 1)[:count]
+        # Selecting among all of 100k scores takes ~1 ms. A threshold that about 4 x count
+        # scores reach (judging by every 16th score) leaves a few hundred to select among;
+        # when fewer than `count` reach it, the selection is among all.
+        among = np.arange(len(self.scores))
+        sample = self.scores[::16]
+        wanted = count // 4 + 1
+        if wanted < len(sample):
+            threshold = np.partition(sample, len(sample) - wanted)[len(sample) - wanted]
+            above = np.flatnonzero(self.scores >= threshold)
+            if len(above) >= count:
+                among = above
+        kth = len(among) - count
+        best = among[np.argpartition(self.scores[among], kth)[kth:]]
         order = best[np.lexsort((-self.ids[best], -self.scores[best]))]
         return [(int(self.ids[i]), float(self.scores[i])) for i in order]

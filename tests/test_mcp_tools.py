@@ -157,6 +157,7 @@ WRONG = {
         {"limit": 0},
         {"limit": 101},
         {"offset": -1},
+        {"offset": 2**63},
         {"sort_by": "content"},
         {"sort_order": "up"},
         {"filter": {"content": "x"}},

@@ -15,6 +15,7 @@ from django.utils import timezone
 from backups import tasks
 from backups.models import BackupReason, BackupRecord
 from backups.services import back_up_tenant, maintenance, prune_tenant_backups
+from memories.access import access_counter
 from memories.services import memory_versions
 from memories.tenant_db import bind_tenant_database
 from tenants.models import AuditEvent
@@ -311,3 +312,38 @@ def test_it_restores_from_the_local_filesystem_storage(acme, alice_api, settings
 
     assert contents(alice_api) == ["kept on the local disk"]
     assert (tmp_path / "objects" / backup.storage_key).exists()
+
+
+def test_a_tenant_unchanged_since_its_newest_backup_is_not_uploaded_again(
+    acme, alice_api, s3_storage
+):
+    write(alice_api, "in every backup")
+    backup = back_up_tenant(acme.tenant)
+
+    result = restore("acme", "--backup", str(backup.pk))
+
+    previous = BackupRecord.objects.get(pk=result["previous_backup"])
+    assert previous.reason == BackupReason.PRE_RESTORE
+    assert previous.storage_key == backup.storage_key
+    assert s3_storage.keys() == [backup.storage_key]
+    write(alice_api, "after the restore")
+    restore("acme", "--backup", str(previous.pk))
+    assert contents(alice_api) == ["in every backup"]
+
+
+def test_a_change_the_journal_does_not_record_still_gets_its_own_backup(
+    acme, alice_api, s3_storage
+):
+    memory = write(alice_api, "read after the backup")
+    backup = back_up_tenant(acme.tenant)
+    assert alice_api.get(f"/v1/memories/{memory}").status_code == 200
+    with bind_tenant_database(acme.tenant.id):
+        access_counter.flush()  # the read's access count, written as requests do every few s
+
+    result = restore("acme", "--backup", str(backup.pk))
+
+    previous = BackupRecord.objects.get(pk=result["previous_backup"])
+    assert previous.storage_key != backup.storage_key
+    restore("acme", "--backup", str(previous.pk))
+    # The first read, kept by the pre-restore backup, and this one.
+    assert alice_api.get(f"/v1/memories/{memory}").json()["access_count"] == 2

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from memories import search as search_engine
 from memories import services
 from memories.models import Memory
-from memories.tenant_db import bind_tenant_database
+from memories.tenant_db import DATA_PLANE_ALIAS, bind_tenant_database
 
 MEMORIES = [
     {"content": "Kubernetes deployment uses the blue-green script", "tags": ["ops"]},
@@ -243,3 +245,74 @@ def test_an_outsider_finds_nothing_of_another_tenant(alice_api, bob_api):
     for strategy in ("keyword", "fuzzy", "semantic", "hybrid"):
         body = search(bob_api, "kubernetes blue green coffee gardening", strategy=strategy)
         assert all("Bob" in result["memory"]["content"] for result in body["results"])
+
+
+def in_another_thread(tenant_id, write):
+    """Run `write` against the tenant's file on another thread's own connection, as another
+    worker process would: this process's caches learn of it only through the tenant's file."""
+
+    def run():
+        try:
+            with bind_tenant_database(tenant_id):
+                return write()
+        finally:
+            connections[DATA_PLANE_ALIAS].close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
+def test_a_write_elsewhere_shows_in_the_next_search(alice_api, acme, strategy):
+    seed(alice_api)
+    # Searched once first: this process now holds the tenant's vectors and vocabulary.
+    search(alice_api, "zebra crossing", strategy=strategy)
+    memory = in_another_thread(
+        acme.tenant.id, lambda: services.create_memory(content="zebra crossing near the station")
+    )
+    assert ids_of(search(alice_api, "zebra crossing", strategy=strategy))[0] == memory.pk
+
+    in_another_thread(
+        acme.tenant.id,
+        lambda: services.update_memory(memory.pk, {"content": "giraffe enclosure maintenance"}),
+    )
+    assert memory.pk not in ids_of(search(alice_api, "zebra crossing", strategy=strategy))
+    assert ids_of(search(alice_api, "giraffe enclosure", strategy=strategy))[0] == memory.pk
+
+    in_another_thread(acme.tenant.id, lambda: services.delete_memory(memory.pk))
+    assert memory.pk not in ids_of(search(alice_api, "giraffe enclosure", strategy=strategy))
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
+def test_two_tenants_never_share_a_cache(alice_api, bob_api, strategy):
+    # The same ids in both files, each id with another text: only the file tells them apart.
+    alice_ids = seed(alice_api)
+    bob_ids = seed(bob_api, list(reversed(MEMORIES)))
+    assert alice_ids == bob_ids
+    for _ in range(2):  # the second round is served from this process's caches
+        for api in (alice_api, bob_api):
+            top = search(api, "kubernetes deployment", strategy=strategy)["results"][0]
+            assert "Kubernetes" in top["memory"]["content"]
+            top = search(api, "dark roast coffee", strategy=strategy)["results"][0]
+            assert "coffee" in top["memory"]["content"]
+    kubernetes = bob_ids[len(MEMORIES) - 1]
+    bob_api.delete(f"/v1/memories/{kubernetes}")
+    assert kubernetes not in ids_of(search(bob_api, "kubernetes deployment", strategy=strategy))
+    top = search(alice_api, "kubernetes deployment", strategy=strategy)["results"][0]
+    assert "Kubernetes" in top["memory"]["content"]
+
+
+def test_hybrid_finds_the_rare_words_memory_among_memories_full_of_the_common_ones(alice_api, acme):
+    # Hybrid's keyword half leaves out words found in more than 5% of the memories when the
+    # query has rarer ones (they would have it score most of the tenant); when all are
+    # common, it keeps the rarest.
+    with bind_tenant_database(acme.tenant.id):
+        for n in range(40):
+            services.create_memory(content=f"steps before release number {n}")
+    [rubric] = seed(alice_api, [{"content": "promote the rubric to the graders"}])
+    body = search(alice_api, "steps to promote the rubric before release", strategy="hybrid")
+    assert ids_of(body)[0] == rubric
+    assert body["results"][0]["match"]["keyword_score"] is not None
+    body = search(alice_api, "steps before release", strategy="hybrid")
+    assert len(body["results"]) == 10
+    assert any(result["match"]["keyword_score"] is not None for result in body["results"])

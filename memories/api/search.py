@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from typing import Any
@@ -25,8 +26,8 @@ from memories.api.serializers import (
     memory_representation,
     workspace_validator,
 )
-from memories.models import Memory, MemoryType, Tier
-from memories.services import MemoryFilters
+from memories.models import MemoryType, Tier
+from memories.services import MemoryFilters, memories_by_id
 from tenants.permissions import Access, Scope, declare
 
 MAX_QUERY_CHARS = 1000
@@ -37,6 +38,10 @@ STRATEGY_ALIASES = {"keyword_only": "keyword", "semantic_only": "semantic"}
 
 
 class SearchRequestSerializer(StrictSerializer):
+    """Every search validates its body: its fields are shallow copies of the declared ones
+    (DRF deep-copies them per instance, re-running each field's __init__: 0.7 vs 0.2 ms).
+    None of them is a serializer, whose bound fields a copy would share."""
+
     query = StrictCharField(max_length=MAX_QUERY_CHARS, trim_whitespace=False)
     limit = StrictIntegerField(min_value=1, max_value=MAX_RESULTS, default=10)
     strategy = serializers.ChoiceField(
@@ -54,6 +59,9 @@ class SearchRequestSerializer(StrictSerializer):
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
     metadata = serializers.DictField(required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
 
     def validate_query(self, value: str) -> str:
         if not value.strip():
@@ -144,7 +152,7 @@ def explained_results(
 ) -> list[dict[str, Any]]:
     """Each hit as `{"memory", "score", <match_key>}`; `explain` adds matched terms and
     highlights. REST calls the match `match`, Engram's MCP tool `match_info`."""
-    memories = Memory.objects.in_bulk([hit.memory_id for hit in outcome.hits])
+    memories = memories_by_id([hit.memory_id for hit in outcome.hits])
     terms = [*outcome.terms, *(word for words in outcome.corrections.values() for word in words)]
     results = []
     for hit in outcome.hits:
