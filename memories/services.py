@@ -172,6 +172,24 @@ def delete_memory(memory_id: int) -> None:
 SORT_FIELDS = ("created_at", "updated_at", "importance", "access_count")
 
 
+class MetadataKey(KeyTransform):
+    """A top-level key of a memory's metadata, on the data plane's SQLite.
+
+    Django's KeyTransform reads a key of digits as an array index: "2024" would match
+    nothing in an object, and "-1" is a JSON path error. Metadata keys are object keys.
+    """
+
+    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
+        lhs, params = compiler.compile(self.lhs)
+        path = "$." + json.dumps(self.key_name)
+        types = ",".join(repr(name) for name in connection.ops.jsonfield_datatype_values)
+        sql = (
+            f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ({types}) "
+            f"THEN JSON_TYPE({lhs}, %s) ELSE JSON_EXTRACT({lhs}, %s) END)"
+        )
+        return sql, (*params, path) * 3
+
+
 @dataclass(frozen=True)
 class MemoryFilters:
     workspace: str | None = None
@@ -196,7 +214,7 @@ class MemoryFilters:
             queryset = queryset.filter(created_at__lt=self.created_before)
         for number, (key, value) in enumerate(self.metadata):
             alias = f"metadata_{number}"
-            queryset = queryset.alias(**{alias: KeyTransform(key, "metadata")}).filter(
+            queryset = queryset.alias(**{alias: MetadataKey(key, "metadata")}).filter(
                 **{alias: value}
             )
         return queryset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from billing import ratelimit
+from billing import services as billing_services
 from billing.models import Plan
 from billing.plans import plans
 from billing.ratelimit import local_buckets, redis_buckets
@@ -74,6 +75,14 @@ def test_staff_can_override_a_tenants_limit(alice_api, acme):
     acme.tenant.rate_limit_burst = 1
     acme.tenant.save()
     alice_api.get("/v1/memories")
+    assert_error(alice_api.get("/v1/memories"), 429, "rate_limited")
+
+
+def test_a_plan_change_applies_from_the_next_request(alice_api, acme):
+    set_plan("team", requests_per_minute=60, burst=1)
+    assert alice_api.get("/v1/memories").status_code == 200  # on Free: a bucket of 30
+    billing_services.change_plan(acme.tenant, "team", reason="upgraded")
+    assert alice_api.get("/v1/memories").status_code == 200
     assert_error(alice_api.get("/v1/memories"), 429, "rate_limited")
 
 

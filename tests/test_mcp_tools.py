@@ -480,6 +480,17 @@ def test_memory_list_filters_by_workspaces_tags_type_and_metadata(alice):
     assert listed(filter={"AND": [{"tags": "x"}, {"metadata.env": {"eq": "prod"}}]}) == [a]
 
 
+def test_memory_list_filters_on_metadata_keys_of_digits(alice):
+    wanted = create(alice, "a", metadata={"2024": "q1", "-1": "minus"})
+    create(alice, "b", metadata={"2024": "q2"})
+
+    def listed(**arguments):
+        return [memory["id"] for memory in alice.call("memory_list", **arguments)]
+
+    assert listed(metadata_filter={"2024": "q1"}) == [wanted]
+    assert listed(filter={"metadata.-1": "minus"}) == [wanted]
+
+
 def test_memory_list_sorts_never_accessed_memories_last(acme, alice):
     read, unread = create(alice, "read"), create(alice, "unread")
     alice.call("memory_get", id=read)
