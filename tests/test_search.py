@@ -239,6 +239,8 @@ def test_a_search_past_its_time_budget_is_cut_short_not_failed(alice_api, acme, 
         {"query": "x", "workspace": "Not Valid"},
         {"query": "x", "unknown": 1},
         {"query": "nul \x00 byte"},
+        {"query": "x", "explain": "yes"},
+        {"query": "x", "explain": 1},
     ],
 )
 def test_bad_search_requests_get_400(alice_api, body):
