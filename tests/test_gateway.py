@@ -51,8 +51,13 @@ def test_a_burst_past_the_bucket_gets_429_with_retry_after(alice_api):
 def test_every_response_says_how_much_of_the_budget_is_left(alice_api):
     set_plan(requests_per_minute=120, burst=30)
     response = alice_api.get("/v1/memories")
-    assert response["RateLimit-Policy"] == '"reads";q=30;w=60'
-    assert response["RateLimit"].startswith('"reads";r=29;')
+    # 30 at once, refilled in 15 s: 120 a minute (q=30;w=60 would say 30 a minute).
+    assert response["RateLimit-Policy"] == '"reads";q=30;w=15'
+    assert response["RateLimit"] == '"reads";r=29;t=1'
+    set_plan(requests_per_minute=600, burst=100)
+    assert alice_api.post("/v1/search", {"query": "x"})["RateLimit-Policy"] == (
+        '"search";q=100;w=10'
+    )
 
 
 def test_route_groups_have_their_own_buckets(alice_api):
