@@ -13,11 +13,13 @@ from collections.abc import Mapping
 
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from billing.plans import plans
 from billing.usage import month_usage
 from engram_cloud.errors import ApiError
 from engram_cloud.metrics import QUOTA_EXCEEDED
+from memories.models import Memory
 from memories.services import purge_expired, storage_bytes
 from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants.authentication import TenantRef
@@ -94,6 +96,12 @@ def stored_memories() -> int:
         cursor.execute("SELECT value FROM memories_counter WHERE name = 'memories'")
         row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def memories_in_use() -> int:
+    """The bound tenant's live memories, as reads count them: what it is shown against the
+    memories quota (the expired ones still stored give their room back when it is needed)."""
+    return stored_memories() - Memory.objects.filter(expires_at__lte=timezone.now()).count()
 
 
 def require_capacity(tenant: TenantRef, adding: int = 1) -> None:

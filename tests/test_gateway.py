@@ -216,6 +216,7 @@ def test_expired_memories_give_back_their_room_under_the_memories_quota(alice_ap
     with bind_tenant_database(acme.tenant.id):
         Memory.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     assert alice_api.get("/v1/stats").json()["total_memories"] == 0
+    assert alice_api.get("/v1/usage").json()["metrics"]["memories"]["used"] == 0
     assert alice_api.post("/v1/memories", {"content": "room again"}).status_code == 201
     assert alice_api.get("/v1/usage").json()["metrics"]["memories"]["used"] == 1
 
