@@ -199,6 +199,18 @@ def setup_django_in_process(env: dict[str, str]) -> None:
     django.setup()
 
 
+def redis_client(url: str) -> Any:
+    """A client of the Redis database at `url`, checked to answer."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BenchError(f"Redis at {url} is not reachable: {exc}") from None
+    return client
+
+
 # --- gunicorn ---------------------------------------------------------------------------------
 
 

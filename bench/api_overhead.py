@@ -1,6 +1,7 @@
 """API overhead: authenticated `GET /v1/memories/{id}` vs a bare DRF hello-world view.
 
     .venv/bin/python bench/api_overhead.py [--seconds 10] [--connections 4] [--worker-class sync]
+                                           [--redis-url redis://127.0.0.1:6379/12]
 
 One gunicorn (2 workers) serves the project with bench/benchsite's URLconf, which adds
 `GET /bench/hello` (DRF APIView, no authentication, no permissions) to the product's URLs. In
@@ -9,6 +10,11 @@ authenticated read (Bearer API key of a tenant with 5 memories, cycling over the
 alternating slices so that both see the same background load on this shared machine.
 
 Judged by: authenticated read rate / hello-world rate >= 0.60.
+
+With `--redis-url` the server has REDIS_URL, as production does (with PostgreSQL): rate limits,
+quota counters, the usage buffer and the API-key cache (tenants/key_cache.py) are in Redis.
+The tenant is on Enterprise (no rate limit), so a key read from the cache costs one GET of the
+cache's epoch per request instead of a control-plane query.
 
 Worker class: sync (gunicorn's default), 2 workers, 4 client connections. A sync worker
 accepts a connection only when it is free and closes it after the response, so requests
@@ -46,6 +52,7 @@ from _harness import (
     print_errors,
     print_header,
     print_table,
+    redis_client,
     verdict,
     warm_up,
 )
@@ -63,6 +70,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=2, help="per gthread worker")
+    parser.add_argument(
+        "--redis-url",
+        help="serve with REDIS_URL (production's shape), e.g. redis://127.0.0.1:6379/12: a "
+        "Redis database for this run alone, flushed at the start and the end",
+    )
     return parser.parse_args()
 
 
@@ -93,6 +105,9 @@ def run(environment: BenchEnvironment, args: argparse.Namespace) -> list[LoadRes
             load=f"{args.connections} client connections (http.client, threads), "
             f"{args.warmup:g} s warm-up, then {args.seconds:g} s per view "
             f"in {args.slices} alternating slices",
+            redis=f"{args.redis_url} (flushed at the start and the end)"
+            if args.redis_url
+            else "none (in-process cache and rate limits)",
         )
         reads = prepare_reads(server, key)
         status, body = http_request(server.port, "GET", "/bench/hello")
@@ -128,8 +143,17 @@ def report(results: list[LoadResult]) -> None:
 
 def main() -> None:
     args = parse_args()
-    with bench_environment() as environment:
-        results = run(environment, args)
+    client = redis_client(args.redis_url) if args.redis_url else None
+    try:
+        if client is not None:
+            client.flushdb()
+        with bench_environment() as environment:
+            if args.redis_url:
+                environment.env["REDIS_URL"] = args.redis_url
+            results = run(environment, args)
+    finally:
+        if client is not None:
+            client.flushdb()
     report(results)
 
 

@@ -70,6 +70,7 @@ from _harness import (
     print_errors,
     print_header,
     print_table,
+    redis_client,
     run_checked,
     setup_django_in_process,
     verdict,
@@ -108,20 +109,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stage-calls", type=int, default=2000, help="in-process, per stage")
     parser.add_argument("--profile", action="store_true", help="profile even if both pass")
     return parser.parse_args()
-
-
-# --- Redis ----------------------------------------------------------------------------------
-
-
-def redis_client(url: str) -> Any:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise BenchError(f"Redis at {url} is not reachable: {exc}") from None
-    return client
 
 
 # --- The deployment -------------------------------------------------------------------------
@@ -280,7 +267,7 @@ def stage_costs(key: str, count: int) -> list[list[Any]]:
     from billing import usage
     from billing.quotas import check_request_quotas
     from tenants.authentication import authenticate_api_key
-    from tenants.middleware import enforce_rate_limit
+    from tenants.middleware import take_rate_limit_token
 
     tenant = authenticate_api_key(key).tenant
     assert tenant is not None
@@ -300,7 +287,7 @@ def stage_costs(key: str, count: int) -> list[list[Any]]:
         )
 
     redis = get_redis_connection("default")
-    counters = [(key, 10**12) for key in usage.counter_keys(str(tenant.id), ["api_calls"])]
+    quotas = [("api_calls", 10**12)]  # a quota far away: its counter is read, never reached
 
     def send_ten() -> None:
         for _ in range(10):
@@ -310,8 +297,8 @@ def stage_costs(key: str, count: int) -> list[list[Any]]:
     stages = [
         ("reference: one Redis round trip (PING, redis-py)", redis.ping),
         (
-            "enforce_rate_limit (token bucket + counter, 1 trip per lease)",
-            lambda: enforce_rate_limit(tenant, "reads", counters),
+            "take_rate_limit_token (token bucket + counter, 1 trip per lease)",
+            lambda: take_rate_limit_token(tenant, "reads", quotas),
         ),
         (
             "check_request_quotas (counter known, no trip)",
@@ -377,7 +364,7 @@ def profile_reads(path: str, key: str, count: int) -> str:
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
     out.write("== cProfile of the read with the gateway on, cumulative, gateway functions\n")
     stats.sort_stats("cumulative").print_stats(
-        r"middleware.py.*(__call__|enforce_rate_limit)|ratelimit|quotas|usage|plans|"
+        r"middleware.py.*(__call__|take_rate_limit_token)|ratelimit|quotas|usage|plans|"
         r"django_redis|redis/(client|connection|commands)",
         30,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
+from tenants.key_cache import EPOCH_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +47,22 @@ class Decision:
     # Values of the keys read in the same round trip (see `take_token`); None where missing
     # or when the bucket is not in Redis.
     read: tuple[int | None, ...] = ()
+    # The key cache's epoch (tenants/key_cache.py), read in the same trip; None when this
+    # request made no trip to Redis.
+    epoch: int | None = None
 
     def headers(self) -> dict[str, str]:
-        """IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers)."""
+        """IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers).
+
+        The policy is the bucket: `burst` requests per the time a drained bucket takes to
+        refill, which is the plan's per-minute rate (120/min, burst 30: q=30;w=15).
+        """
+        window = math.ceil(self.limit.burst / self.limit.per_second)
         refill = 0
         if self.remaining < self.limit.burst:
             refill = math.ceil((self.limit.burst - self.remaining) / self.limit.per_second)
         headers = {
-            "RateLimit-Policy": f'"{self.group}";q={self.limit.burst};w=60',
+            "RateLimit-Policy": f'"{self.group}";q={self.limit.burst};w={window}',
             "RateLimit": f'"{self.group}";r={self.remaining};t={refill}',
         }
         if not self.allowed:
@@ -80,10 +89,10 @@ def route_group(method: str, path: str) -> str:
 LEASE_SHARE = 1000
 LEASE_SECONDS = 1.0
 
-# KEYS: the bucket, then the month's usage counters the quotas need (read in the same trip).
-# ARGV: rate per second, burst, tokens wanted, tokens given back, then each counter's limit.
-# Returns {tokens granted (0: refused), tokens left (a string: Lua numbers round-trip badly),
-# then each counter's value}.
+# KEYS: the bucket, the key cache's epoch, then the month's usage counters the quotas need
+# (the epoch and the counters are only read). ARGV: rate per second, burst, tokens wanted,
+# tokens given back, then each counter's limit. Returns {tokens granted (0: refused), tokens
+# left (a string: Lua numbers round-trip badly), the epoch, then each counter's value}.
 TOKEN_BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -95,13 +104,13 @@ local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate + tonumber(ARGV[4]))
 local values = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local value = redis.call('GET', KEYS[i])
-  values[i - 1] = value
+  values[i - 2] = value
   if not value then
     want = 1
   else
-    want = math.min(want, math.floor((tonumber(ARGV[3 + i]) - tonumber(value)) / 10))
+    want = math.min(want, math.floor((tonumber(ARGV[2 + i]) - tonumber(value)) / 10))
   end
 end
 local granted = 0
@@ -111,11 +120,12 @@ if tokens >= 1 then
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
-return {granted, tostring(tokens), unpack(values, 1, #KEYS - 1)}
+return {granted, tostring(tokens), redis.call('GET', KEYS[2]), unpack(values, 1, #KEYS - 2)}
 """
 
 Counters = Sequence[tuple[str, int]]  # (Redis key of a usage counter, the quota's limit)
-Taken = tuple[bool, float, tuple[int | None, ...]]  # allowed, tokens left, counter values
+# allowed, tokens left, counter values, the key cache's epoch (None: no trip to Redis)
+Taken = tuple[bool, float, tuple[int | None, ...], int | None]
 
 
 @dataclass
@@ -141,14 +151,14 @@ class RedisBuckets:
             if lease and lease.tokens and now < lease.expires and lease.counters == names:
                 lease.tokens -= 1
                 self._leases[key] = lease
-                return True, lease.left + lease.tokens, lease.values
+                return True, lease.left + lease.tokens, lease.values, None
         if self._script is None:
             from django_redis import get_redis_connection
 
             self._script = get_redis_connection("default").register_script(TOKEN_BUCKET_LUA)
         want = max(1, limit.burst // LEASE_SHARE)
-        granted, left, *values = self._script(
-            keys=[key, *names],
+        granted, left, epoch, *values = self._script(
+            keys=[key, EPOCH_KEY, *names],
             args=[
                 limit.per_second,
                 limit.burst,
@@ -166,7 +176,7 @@ class RedisBuckets:
                 self._leases[key] = Lease(
                     granted - 1, float(left), read, names, now + LEASE_SECONDS
                 )
-        return granted > 0, float(left) + max(0, granted - 1), read
+        return granted > 0, float(left) + max(0, granted - 1), read, int(epoch or 0)
 
     def clear(self) -> None:
         with self._lock:
@@ -194,7 +204,7 @@ class LocalBuckets:
             if allowed:
                 tokens -= 1
             self._buckets[key] = (tokens, now)
-        return allowed, tokens, (None,) * len(counters)
+        return allowed, tokens, (None,) * len(counters), None
 
     def clear(self) -> None:
         with self._lock:
@@ -209,13 +219,14 @@ def take_token(tenant_id: str, group: str, limit: Limit, counters: Counters = ()
     """Take a token from the tenant's bucket for `group`.
 
     `counters` names the usage counters (Redis keys, with their quota's limit) to read in the
-    same round trip: the decision's `read` holds their values, so the request pipeline pays
-    one trip to Redis before the view, not two (none while a lease lasts).
+    same round trip: the decision's `read` holds their values, and its `epoch` the key
+    cache's, so the request pipeline pays one trip to Redis before the view, not three
+    (while a lease lasts, none for the bucket; the epoch then costs a GET of its own).
     """
     key = f"engram:ratelimit:{tenant_id}:{group}"
     try:
         buckets = redis_buckets if settings.REDIS_URL else local_buckets
-        allowed, tokens, values = buckets.take(key, limit, counters)
+        allowed, tokens, values, epoch = buckets.take(key, limit, counters)
     except Exception:
         # Fail open: a rate limiter outage must not become an API outage.
         RATE_LIMIT_BACKEND_ERRORS.inc()
@@ -223,5 +234,11 @@ def take_token(tenant_id: str, group: str, limit: Limit, counters: Counters = ()
         return Decision(group, limit, allowed=True, remaining=limit.burst, retry_after=0)
     retry_after = 0 if allowed else math.ceil((1 - tokens) / limit.per_second)
     return Decision(
-        group, limit, allowed, remaining=int(tokens), retry_after=retry_after, read=values
+        group,
+        limit,
+        allowed,
+        remaining=int(tokens),
+        retry_after=retry_after,
+        read=values,
+        epoch=epoch,
     )

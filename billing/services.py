@@ -58,7 +58,9 @@ def change_plan(
         previous = locked.plan_id
         if previous == plan_code:
             return False
-        Tenant.objects.filter(pk=tenant.pk).update(plan_id=plan_code)
+        locked.plan_id = plan_code
+        # save(), not update(): its post_save tells every process's key cache of the change.
+        locked.save(update_fields=["plan_id"])
         record_audit(
             tenant=locked,
             action="billing.plan_changed",

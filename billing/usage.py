@@ -44,6 +44,7 @@ REDIS_KEY = "engram:usage:events"
 FLUSH_LOCK = "engram:usage:flush-lock"
 METRICS = ("api_calls", "searches", "memories_created")
 QUOTA_METRICS = ("api_calls", "searches")  # counted per month in the cache, for quotas
+COUNTER_SECONDS = 40 * 24 * 3600  # a month's counter outlives its month
 
 
 def make_event(
@@ -200,7 +201,9 @@ class RedisBuffer:
                 self._thread.start()
 
     def _run(self) -> None:
-        interval = settings.ENGRAM_USAGE_SEND_MS / 1000
+        # Read once: at the interpreter's exit this daemon thread may outlive the settings.
+        every = settings.ENGRAM_USAGE_SEND_MS / 1000
+        interval = every
         while True:
             time.sleep(interval)
             try:
@@ -212,7 +215,7 @@ class RedisBuffer:
                 # Seeding a counter reads the control plane: don't keep this thread's connection.
                 connections.close_all()
             # Redis down: retry once a second, not twenty times.
-            interval = settings.ENGRAM_USAGE_SEND_MS / 1000 if sent else 1.0
+            interval = every if sent else 1.0
 
     def push(self, event: str) -> None:
         self.add(event, {})
@@ -372,12 +375,8 @@ background_flusher = BackgroundFlusher()
 # --- Monthly counters for quotas -----------------------------------------------------------------
 
 
-def _month_start(now: dt.datetime) -> dt.date:
-    return now.astimezone(dt.UTC).date().replace(day=1)
-
-
 def _month(now: dt.datetime) -> str:
-    return f"{_month_start(now):%Y-%m}"
+    return f"{now.astimezone(dt.UTC):%Y-%m}"
 
 
 def _counter_key(tenant_id: str, metric: str, month: str) -> str:
@@ -389,55 +388,58 @@ def _cache_key(tenant_id: str, metric: str, month: str) -> str:
     return cache.make_key(_counter_key(tenant_id, metric, month))
 
 
-def counter_keys(
-    tenant_id: str, metrics: Sequence[str], now: dt.datetime | None = None
-) -> list[str]:
-    """The Redis keys of the month's counters (as the cache stores them), for scripts."""
-    month = _month(now or timezone.now())
-    return [_cache_key(str(tenant_id), metric, month) for metric in metrics]
+def quota_counters(tenant_id: Any, quotas: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """(Redis key as the cache stores it, limit) of this month's counters that `quotas`
+    (metric, limit) check, for the rate limiter's script to read in its round trip; none
+    without Redis, whose local bucket reads nothing."""
+    if not quotas or not settings.REDIS_URL:
+        return []
+    month = _month(timezone.now())
+    return [(_cache_key(str(tenant_id), metric, month), limit) for metric, limit in quotas]
 
 
-def _month_total_from_rollups(tenant_id: str, metric: str, now: dt.datetime) -> int:
-    total = DailyUsage.objects.filter(tenant_id=tenant_id, day__gte=_month_start(now)).aggregate(
+def _month_total_from_rollups(tenant_id: str, metric: str, month: str) -> int:
+    start = dt.date.fromisoformat(f"{month}-01")
+    end = (start + dt.timedelta(days=31)).replace(day=1)
+    total = DailyUsage.objects.filter(tenant_id=tenant_id, day__gte=start, day__lt=end).aggregate(
         total=Sum(metric)
     )["total"]
     return int(total or 0)
+
+
+def _counter(tenant_id: str, metric: str, month: str) -> int:
+    """The month's counter in the cache; seeded from the rollups if the cache has none (a new
+    month, evicted, Redis restarted). Raises if the cache is unreachable."""
+    key = _counter_key(tenant_id, metric, month)
+    value = cache.get(key)
+    if value is None:
+        value = _month_total_from_rollups(tenant_id, metric, month)
+        # add, not set: a seed racing with another leaves one value, the same total.
+        cache.add(key, value, timeout=COUNTER_SECONDS)
+    return int(value)
 
 
 def month_usage(
     tenant_id: str, metric: str, now: dt.datetime | None = None, known: int | None = None
 ) -> int:
     """This month's count: the cache's counter (or `known`, a value of it just read) plus what
-    this process has not sent yet; from the rollups if the cache has none or is down."""
-    now = now or timezone.now()
-    month = _month(now)
+    this process has not sent yet; from the rollups if the cache is down."""
+    month = _month(now or timezone.now())
     tenant_id = str(tenant_id)
-    value: Any = known
-    if value is None:
-        key = _counter_key(tenant_id, metric, month)
+    if known is None:
         try:
-            value = cache.get(key)
+            known = _counter(tenant_id, metric, month)
         except Exception:
             logger.warning("quota counters unavailable; reading the rollups", exc_info=True)
-            value = _month_total_from_rollups(tenant_id, metric, now)
-            return int(value) + redis_buffer.unsent(tenant_id, metric, month)
-        if value is None:
-            value = _month_total_from_rollups(tenant_id, metric, now)
-            with contextlib.suppress(Exception):
-                cache.add(key, value, timeout=40 * 24 * 3600)
-    return int(value) + redis_buffer.unsent(tenant_id, metric, month)
+            known = _month_total_from_rollups(tenant_id, metric, month)
+    return known + redis_buffer.unsent(tenant_id, metric, month)
 
 
 def _seed_and_add(tenant_id: str, metric: str, month: str, amount: int) -> None:
-    """A counter missing from the cache (new month, evicted, Redis restarted): seed it from the
-    rollups, then add `amount`."""
-    key = _counter_key(tenant_id, metric, month)
+    """Add `amount` to a counter, seeding it first if the cache has none."""
     try:
-        if cache.get(key) is None:
-            start = dt.datetime.strptime(f"{month}-01", "%Y-%m-%d").replace(tzinfo=dt.UTC)
-            total = _month_total_from_rollups(tenant_id, metric, start)
-            cache.add(key, total, timeout=40 * 24 * 3600)
-        cache.incr(key, amount)
+        _counter(tenant_id, metric, month)
+        cache.incr(_counter_key(tenant_id, metric, month), amount)
     except Exception:
         logger.warning("quota counter unavailable", exc_info=True)
 

@@ -247,6 +247,9 @@ ENGRAM_MAX_BODY_BYTES = env_int("ENGRAM_MAX_BODY_BYTES", 5 * 1024 * 1024)
 ENGRAM_IMPORT_MAX_BODY_BYTES = env_int("ENGRAM_IMPORT_MAX_BODY_BYTES", 50 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = ENGRAM_IMPORT_MAX_BODY_BYTES
 ENGRAM_KEY_ROTATION_GRACE_SECONDS = env_int("ENGRAM_KEY_ROTATION_GRACE_SECONDS", 24 * 3600)
+# With REDIS_URL, each process keeps an API key's principal this long at most; a revocation or
+# suspension reaches every process on the next request anyway (tenants/key_cache.py). 0: off.
+ENGRAM_KEY_CACHE_SECONDS = env_int("ENGRAM_KEY_CACHE_SECONDS", 5)
 ENGRAM_DAILY_TTL_SECONDS = env_int("ENGRAM_DAILY_TTL_SECONDS", 24 * 3600)
 
 # --- CORS: browsers may call the API only from the origins configured here ---------------------

@@ -167,9 +167,36 @@ def delete_memory(memory_id: int) -> None:
         raise Memory.DoesNotExist(f"memory {memory_id}")
 
 
+def purge_expired(now: dt.datetime | None = None) -> int:
+    """Delete the bound tenant's expired memories (with their tags, versions and links); how
+    many. No read shows them and none can delete them: this gives back the room they hold
+    under the plan's limits."""
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        _, deleted = Memory.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted.get(Memory._meta.label, 0)
+
+
 # --- Listing -------------------------------------------------------------------------------------
 
 SORT_FIELDS = ("created_at", "updated_at", "importance", "access_count")
+
+
+class MetadataKey(KeyTransform):
+    """A top-level key of a memory's metadata, on the data plane's SQLite.
+
+    Django's KeyTransform reads a key of digits as an array index: "2024" would match
+    nothing in an object, and "-1" is a JSON path error. Metadata keys are object keys.
+    """
+
+    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
+        lhs, params = compiler.compile(self.lhs)
+        path = "$." + json.dumps(self.key_name)
+        types = ",".join(repr(name) for name in connection.ops.jsonfield_datatype_values)
+        sql = (
+            f"(CASE WHEN JSON_TYPE({lhs}, %s) IN ({types}) "
+            f"THEN JSON_TYPE({lhs}, %s) ELSE JSON_EXTRACT({lhs}, %s) END)"
+        )
+        return sql, (*params, path) * 3
 
 
 @dataclass(frozen=True)
@@ -196,7 +223,7 @@ class MemoryFilters:
             queryset = queryset.filter(created_at__lt=self.created_before)
         for number, (key, value) in enumerate(self.metadata):
             alias = f"metadata_{number}"
-            queryset = queryset.alias(**{alias: KeyTransform(key, "metadata")}).filter(
+            queryset = queryset.alias(**{alias: MetadataKey(key, "metadata")}).filter(
                 **{alias: value}
             )
         return queryset

@@ -7,7 +7,7 @@ behaviour. Before it, ApiHostGuardMiddleware keeps everything but the API off te
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from django.conf import settings
@@ -16,12 +16,13 @@ from django.http import HttpRequest, HttpResponse
 from billing import usage
 from billing.plans import rate_limit_for
 from billing.quotas import check_request_quotas, request_quotas
-from billing.ratelimit import Counters, Decision, route_group, take_token
+from billing.ratelimit import Decision, route_group, take_token
 from engram_cloud.errors import ApiError, error_response, is_api_path
 from engram_cloud.metrics import RATE_LIMITED
 from mcp.jsonrpc import render_error
 from memories.tenant_db import TenantDatabaseMissing, TenantInMaintenance, bind_tenant_database
 from tenants.authentication import Principal, TenantRef, authenticate
+from tenants.key_cache import key_cache
 from tenants.models import RESERVED_SLUGS, Membership, Tenant, TenantStatus
 from tenants.permissions import membership_scopes
 
@@ -107,6 +108,23 @@ def check_tenant_status(tenant: TenantRef) -> None:
         raise ApiError(403, "tenant_suspended", "This tenant is suspended.")
 
 
+def admit(request: HttpRequest, principal: Principal) -> tuple[Principal, TenantRef]:
+    """Resolve the tenant and check that the principal may act in it.
+
+    A refusal of a principal from the key cache stands only if the cache is current: else the
+    key is read again (a tenant reactivated a moment ago in another process is served).
+    """
+    try:
+        tenant = resolve_tenant(request, principal)
+        principal = authorize_member(principal, tenant)
+        check_tenant_status(tenant)
+    except ApiError:
+        if key_cache.is_current(principal):
+            raise
+        return admit(request, authenticate(request, cached=False))
+    return principal, tenant
+
+
 class TenantApiMiddleware:
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
@@ -120,19 +138,25 @@ class TenantApiMiddleware:
         tenant: TenantRef | None = None
         handled = False
         try:
-            principal = authenticate(request)
-            tenant = resolve_tenant(request, principal)
-            principal = authorize_member(principal, tenant)
-            check_tenant_status(tenant)
-            request.principal, request.tenant = principal, tenant
-            if settings.ENGRAM_GATEWAY_ENABLED:
-                # One round trip to Redis: the token bucket's script also reads the month's
-                # counters the quotas need. A 402 still carries the RateLimit headers.
+            principal, tenant = admit(request, authenticate(request))
+            gateway = settings.ENGRAM_GATEWAY_ENABLED
+            quotas: list[tuple[str, int]] = []
+            if gateway:
                 quotas = request_quotas(tenant, group, method)
+                decision = take_rate_limit_token(tenant, group, quotas)
+            # A principal from the key cache is used only if nothing changed since it was read.
+            if not key_cache.is_current(principal, decision.epoch if decision else None):
+                principal, current = admit(request, authenticate(request, cached=False))
+                if gateway and current != tenant:  # e.g. another plan: its limits apply now
+                    quotas = request_quotas(current, group, method)
+                    decision = take_rate_limit_token(current, group, quotas)
+                tenant = current
+            request.principal, request.tenant = principal, tenant
+            if decision is not None and not decision.allowed:
+                raise rate_limited(decision)
+            if gateway:
+                # A 402 still carries the RateLimit headers.
                 metrics = [metric for metric, _ in quotas]
-                keys = usage.counter_keys(tenant.id, metrics)
-                counters = [(key, ceiling) for key, (_, ceiling) in zip(keys, quotas, strict=True)]
-                decision = enforce_rate_limit(tenant, group, counters)
                 known = dict(zip(metrics, decision.read, strict=False)) if decision else None
                 check_request_quotas(tenant, group, method, known)
             # What the handler adds (searches made, memories created) for metering.
@@ -180,18 +204,26 @@ class TenantApiMiddleware:
         return response
 
 
-def enforce_rate_limit(tenant: TenantRef, group: str, counters: Counters = ()) -> Decision | None:
+def take_rate_limit_token(
+    tenant: TenantRef, group: str, quotas: Sequence[tuple[str, int]] = ()
+) -> Decision | None:
+    """A token from the tenant's bucket for `group` (None: its plan has no limit).
+
+    One round trip to Redis: the token bucket's script also reads the month's counters of
+    `quotas` (metric, limit) and the key cache's epoch (see the decision's `read`, `epoch`).
+    """
     limit = rate_limit_for(tenant)
     if limit is None:
         return None
-    decision = take_token(str(tenant.id), group, limit, counters)
-    if not decision.allowed:
-        RATE_LIMITED.inc()
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many {group} requests; retry in {decision.retry_after} s.",
-            headers=decision.headers(),
-            retry_after=decision.retry_after,
-        )
-    return decision
+    return take_token(str(tenant.id), group, limit, usage.quota_counters(tenant.id, quotas))
+
+
+def rate_limited(decision: Decision) -> ApiError:
+    RATE_LIMITED.inc()
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many {decision.group} requests; retry in {decision.retry_after} s.",
+        headers=decision.headers(),
+        retry_after=decision.retry_after,
+    )

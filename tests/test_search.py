@@ -159,6 +159,21 @@ def test_metadata_and_date_filters(alice_api):
     assert ids_of(before) == [first["id"]]
 
 
+def test_a_metadata_key_of_digits_is_a_key_like_any_other(alice_api):
+    """Not an array index: "2024" names the key "2024", and "-1" is no error."""
+    metadata = {"2024": "q1", "-1": "minus", "0": None, "x.y": True}
+    memory = alice_api.post("/v1/memories", {"content": "year notes", "metadata": metadata})
+    alice_api.post("/v1/memories", {"content": "year notes too", "metadata": {"2024": "q2"}})
+    for key, value in metadata.items():
+        assert ids_of(search(alice_api, "year", metadata={key: value})) == [memory.json()["id"]]
+
+
+def test_a_metadata_filter_on_an_absent_key_matches_nothing(alice_api):
+    alice_api.post("/v1/memories", {"content": "year notes", "metadata": {"2024": "q1"}})
+    assert ids_of(search(alice_api, "year", metadata={"2025": "q1"})) == []
+    assert ids_of(search(alice_api, "year", metadata={"-2": None})) == []
+
+
 @pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
 def test_deleted_and_expired_memories_never_appear(alice_api, acme, strategy):
     ids = seed(alice_api)
@@ -240,6 +255,8 @@ def test_a_search_past_its_time_budget_is_cut_short_not_failed(alice_api, acme, 
         {"query": "x", "workspace": "Not Valid"},
         {"query": "x", "unknown": 1},
         {"query": "nul \x00 byte"},
+        {"query": "x", "explain": "yes"},
+        {"query": "x", "explain": 1},
     ],
 )
 def test_bad_search_requests_get_400(alice_api, body):
