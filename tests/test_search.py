@@ -58,6 +58,13 @@ def test_fuzzy_search_tolerates_typos(alice_api):
     assert "kubernetes" in body["corrections"]["kuberntes"]
 
 
+def test_another_form_of_a_known_word_is_found_not_corrected(alice_api):
+    ids = seed(alice_api)
+    body = search(alice_api, "rotating migration", strategy="fuzzy", explain=True)
+    assert body["corrections"] == {}
+    assert set(ids_of(body)) == {ids[3], ids[4]}
+
+
 def test_auto_picks_keyword_for_short_queries_semantic_for_long_and_hybrid_between(alice_api):
     seed(alice_api)
     assert search(alice_api, "coffee")["strategy"] == "keyword"
