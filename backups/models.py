@@ -11,6 +11,10 @@ class BackupStatus(models.TextChoices):
     COMPLETE = "complete"
     # Removed from storage by the pruning task.
     PRUNED = "pruned"
+    # The tenant's files as a restore found them, failing their checks: kept as they were (a
+    # tar of the database and its WAL, encrypted). Never restored from nor pruned; staff can
+    # download and decrypt it (backups.crypto) to inspect it.
+    DAMAGED = "damaged"
 
 
 class BackupReason(models.TextChoices):

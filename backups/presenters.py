@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backups.models import BackupRecord
+
+if TYPE_CHECKING:
+    from backups.services import RestoreResult
 
 
 def backup_json(record: BackupRecord) -> dict[str, Any]:
@@ -21,3 +24,16 @@ def backup_json(record: BackupRecord) -> dict[str, Any]:
         "reason": record.reason,
         "status": record.status,
     }
+
+
+def replaced_file(result: RestoreResult) -> str:
+    """What became of the file a restore replaced, in a sentence for staff."""
+    previous = result.previous
+    if previous is None:
+        return "the replaced database was not backed up"
+    if result.damage:
+        return (
+            f"the replaced database was damaged ({result.damage}); it is kept as it was, "
+            f"encrypted, in damaged backup {previous.pk} ({previous.storage_key})"
+        )
+    return f"the replaced database is backup {previous.pk}"

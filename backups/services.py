@@ -8,7 +8,8 @@ record (only scratch files, removed by the next run, or an orphan object no reco
 A restore: maintenance → back up the current file (unless it is still, byte for byte, the
 newest backup's) → download, authenticate, decrypt, verify → migrate, replay the journal to
 the time asked (backups/journal.py) → copy into the live file in one transaction → back up
-the result → maintenance lifted."""
+the result → maintenance lifted. A current file that fails its checks (the usual reason to
+restore) is kept as it is, encrypted, in a `damaged` backup, and is then replaced."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import tarfile
 import tempfile
 import time
 import uuid
@@ -36,10 +38,17 @@ from django.utils import timezone
 
 from backups import crypto, journal
 from backups.models import BackupReason, BackupRecord, BackupStatus
-from backups.snapshot import SnapshotInvalid, journal_position, take_snapshot, verify_database
+from backups.snapshot import (
+    SnapshotInvalid,
+    fsync_path,
+    journal_position,
+    take_snapshot,
+    verify_database,
+)
 from backups.storage import (
     ScratchFile,
     backup_storage,
+    damaged_backup_key,
     database_backup_key,
     export_key,
     open_stored,
@@ -181,6 +190,31 @@ def _upload_backup_file(
     return fields
 
 
+def _upload_damaged_file(tenant: Tenant, work: Path) -> dict[str, Any]:
+    """Keep the tenant's files as they are (the database and its WAL, in a tar archive),
+    encrypted like any backup, for a file that fails its checks; returns the record's fields."""
+    live = tenant_database_path(tenant.id)
+    archive = work / "damaged.tar"
+    encrypted = work / "damaged.tar.enc"
+    taken_at = timezone.now()
+    with tarfile.open(archive, "w") as tar:
+        for path in (live, live.with_name(live.name + "-wal")):
+            if path.exists():
+                tar.add(path, arcname=path.name)
+    size, sha256, _ = _encrypt(archive, encrypted, str(tenant.id), taken_at.isoformat())
+    fields = {
+        "storage_key": _store(encrypted, damaged_backup_key(tenant.id, taken_at)),
+        "taken_at": taken_at,
+        "schema_version": schema_version(),
+        "size": size,
+        "database_size": archive.stat().st_size,
+        "sha256": sha256,
+    }
+    archive.unlink()
+    encrypted.unlink(missing_ok=True)  # moved into local storage
+    return fields
+
+
 def _holds(record: BackupRecord, snapshot: Path, journal_seq: int) -> bool:
     """Is the snapshot, byte for byte, the database file that backup holds? (Its journal
     position and size first: a changed tenant costs no hashing.)"""
@@ -212,10 +246,10 @@ def _store(path: Path, name: str) -> str:
         return backup_storage().save(name, ScratchFile(upload, name=name))
 
 
-def _record(tenant: Tenant, reason: str, fields: dict[str, Any]) -> BackupRecord:
-    return BackupRecord.objects.create(
-        tenant=tenant, reason=reason, status=BackupStatus.COMPLETE, **fields
-    )
+def _record(
+    tenant: Tenant, reason: str, fields: dict[str, Any], status: str = BackupStatus.COMPLETE
+) -> BackupRecord:
+    return BackupRecord.objects.create(tenant=tenant, reason=reason, status=status, **fields)
 
 
 def back_up_tenant(
@@ -270,6 +304,9 @@ class RestoreRefused(Exception):
     """The restore cannot be done as asked (no such backup, a time out of range...)."""
 
 
+# SQLite's messages for a file that is not, or no longer, a sound database.
+DAMAGE_MESSAGES = ("file is not a database", "database disk image is malformed")
+
 # What a restore asked for wrongly, or of an unusable backup, raises: nothing was changed.
 RESTORE_REFUSALS = (
     RestoreRefused,
@@ -286,6 +323,8 @@ class RestoreResult:
     at: dt.datetime | None
     journal_entries: int
     previous: BackupRecord | None
+    # Why the replaced file failed its checks ("": it passed; `previous` is then complete).
+    damage: str = ""
 
 
 def backup_before(tenant: Tenant, at: dt.datetime) -> BackupRecord:
@@ -354,7 +393,7 @@ def _prepare(database: Path, entries: list[tuple], base_seq: int) -> int:
     return replayed
 
 
-def _copy_into_live(database: Path, live: Path) -> None:
+def _copy_into_live(database: Path, live: Path, *, damaged: bool) -> None:
     """Replace the live database's content with the restored copy's, in one transaction.
 
     SQLite's backup API writing into the live file: other processes' connections stay valid
@@ -362,24 +401,49 @@ def _copy_into_live(database: Path, live: Path) -> None:
     uncommitted transaction that SQLite rolls back, so the old content stays. Swapping the
     file itself would leave other processes' open connections on the old file, and their
     WAL cleanup could delete the new file's WAL.
+
+    `damaged`: a live file whose header or size SQLite refuses cannot be written into; the
+    restored copy then takes its place (its bytes are in a `damaged` backup already). Every
+    query on a connection to the old file fails, which closes it (engram_cloud.outages).
     """
     restored = sqlite3.connect(database)
     target = sqlite3.connect(live, timeout=60)
     try:
-        changes_before = target.execute(
-            "SELECT coalesce(max(seq), 0) FROM memories_change"
-        ).fetchone()[0]
         # Per-process search caches catch up from memories_change: a sequence past any they
         # saw, with nothing before it, makes them reload the tenant from scratch.
         restored.execute("DELETE FROM memories_change")
         restored.execute(
-            "INSERT INTO memories_change(seq, memory_id) VALUES (?, 0)", [changes_before + 2]
+            "INSERT INTO memories_change(seq, memory_id) VALUES (?, 0)",
+            [_change_sequence(target) + 2],
         )
         restored.commit()
-        restored.backup(target)
+        try:
+            restored.backup(target)
+            return
+        except sqlite3.DatabaseError as error:
+            if not (damaged and _is_damage(error)):
+                raise
     finally:
         target.close()
         restored.close()
+    _replace_file(database, live)
+
+
+def _change_sequence(live: sqlite3.Connection) -> int:
+    """The live file's newest memories_change sequence; for a file that cannot be read, one
+    past any it can have reached (a write each microsecond since 1970)."""
+    try:
+        return live.execute("SELECT coalesce(max(seq), 0) FROM memories_change").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return int(time.time() * 1_000_000)
+
+
+def _replace_file(database: Path, live: Path) -> None:
+    fsync_path(database)
+    for suffix in ("-wal", "-shm"):
+        live.with_name(live.name + suffix).unlink(missing_ok=True)
+    os.replace(database, live)
+    fsync_path(live.parent)
 
 
 @contextmanager
@@ -419,7 +483,7 @@ def restore_tenant(
             metadata={"backup": base.pk, **asked},
             **audit,
         )
-        previous, replayed = _restore_locked(tenant, base, at)
+        previous, damage, replayed = _restore_locked(tenant, base, at)
     except Exception as error:
         record_audit(
             action="restore.failed",
@@ -435,11 +499,14 @@ def restore_tenant(
             "backup": base.pk,
             "journal_entries": replayed,
             "previous_backup": previous.pk,
+            **({"previous_damaged": damage, "damaged_key": previous.storage_key} if damage else {}),
             **asked,
         },
         **audit,
     )
-    return RestoreResult(backup=base, at=at, journal_entries=replayed, previous=previous)
+    return RestoreResult(
+        backup=base, at=at, journal_entries=replayed, previous=previous, damage=damage
+    )
 
 
 def _restore_base(
@@ -456,7 +523,9 @@ def _restore_base(
 
 def _restore_locked(
     tenant: Tenant, base: BackupRecord, at: dt.datetime | None
-) -> tuple[BackupRecord, int]:
+) -> tuple[BackupRecord, str, int]:
+    """The restore itself; returns the replaced file's backup, why that file failed its
+    checks ("" if it passed) and the journal entries replayed."""
     live = tenant_database_path(tenant.id)
     if not live.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant.slug} has no database file.")
@@ -466,9 +535,10 @@ def _restore_locked(
         # (unless it is still the newest backup's file, byte for byte: nothing to upload).
         newest = latest_backup(tenant.id)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            replaced = pool.submit(_upload_backup_file, tenant, work, unless_same_as=newest)
+            replaced = pool.submit(_back_up_replaced_file, tenant, work, newest)
             database = download_backup(base, work, "restored.sqlite")
-            previous = _record(tenant, BackupReason.PRE_RESTORE, replaced.result())
+            status, fields, damage = replaced.result()
+            previous = _record(tenant, BackupReason.PRE_RESTORE, fields, status)
         entries: list[tuple] = []
         if at is not None:
             source = _journal_source(tenant, at)
@@ -480,24 +550,48 @@ def _restore_locked(
             )
             entries = journal.read_entries(journal_copy, base.journal_seq, at)
         replayed = _prepare(database, entries, base.journal_seq)
-        _copy_into_live(database, live)
+        _copy_into_live(database, live, damaged=bool(damage))
         if entries:
             _record(tenant, BackupReason.POST_RESTORE, _upload_backup_file(tenant, work))
         else:
             # The live file now holds exactly the base backup: a record of it (the same
             # object) starts the restored history for later restores to a time.
             _record(tenant, BackupReason.POST_RESTORE, _same_object(base, timezone.now()))
-    return previous, replayed
+    return previous, damage, replayed
+
+
+def _back_up_replaced_file(
+    tenant: Tenant, work: Path, newest: BackupRecord | None
+) -> tuple[str, dict[str, Any], str]:
+    """Back up the file a restore replaces: (the record's status, its fields, the damage).
+    A file that cannot be snapshotted or fails its checks is kept as it is instead."""
+    try:
+        return BackupStatus.COMPLETE, _upload_backup_file(tenant, work, unless_same_as=newest), ""
+    except (SnapshotInvalid, sqlite3.DatabaseError) as error:
+        if not _is_damage(error):
+            raise  # locked, disk full...: the restore fails, nothing was changed
+        for leftover in ("snapshot.sqlite", "snapshot.sqlite.enc"):
+            (work / leftover).unlink(missing_ok=True)
+        return BackupStatus.DAMAGED, _upload_damaged_file(tenant, work), str(error)[:500]
 
 
 def _drain(live: Path) -> None:
-    """Wait for a write begun before maintenance to commit (new ones cannot start)."""
+    """Wait for a write begun before maintenance to commit (new ones cannot start). A file
+    SQLite cannot open as a database has none."""
     connection = sqlite3.connect(live, timeout=60)
     try:
         connection.execute("BEGIN IMMEDIATE")
         connection.rollback()
+    except sqlite3.DatabaseError as error:
+        if not _is_damage(error):
+            raise
     finally:
         connection.close()
+
+
+def _is_damage(error: Exception) -> bool:
+    """Does the error say the file itself is damaged (not busy, nor on a full disk)?"""
+    return isinstance(error, SnapshotInvalid) or str(error).startswith(DAMAGE_MESSAGES)
 
 
 # --- Retention -----------------------------------------------------------------------------------

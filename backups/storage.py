@@ -3,6 +3,8 @@
 
 Object names, per tenant:
 - `tenants/{tenant_id}/db/{timestamp}_v{schema_version}.sqlite.enc` — encrypted database backups;
+- `tenants/{tenant_id}/db/{timestamp}.damaged.tar.enc` — a damaged file a restore replaced, kept
+  as it was (a tar of the database and its WAL), encrypted;
 - `tenants/{tenant_id}/exports/{timestamp}.json` — export files.
 """
 
@@ -43,6 +45,10 @@ def stamp(moment: dt.datetime) -> str:
 
 def database_backup_key(tenant_id: uuid.UUID | str, taken_at: dt.datetime, schema: str) -> str:
     return f"tenants/{tenant_id}/db/{stamp(taken_at)}_v{schema}.sqlite.enc"
+
+
+def damaged_backup_key(tenant_id: uuid.UUID | str, taken_at: dt.datetime) -> str:
+    return f"tenants/{tenant_id}/db/{stamp(taken_at)}.damaged.tar.enc"
 
 
 def export_key(tenant_id: uuid.UUID | str, exported_at: dt.datetime) -> str:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
@@ -129,11 +130,26 @@ def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
     if retry_after is not None:
         raise TenantInMaintenance(retry_after)
     path = tenant_database_path(tenant_id)
-    already_open = connections[DATA_PLANE_ALIAS].open_path == path
+    connection = connections[DATA_PLANE_ALIAS]
+    already_open = connection.open_path == path
+    if already_open and _replaced(connection, path):
+        connection.close()  # it would go on reading and writing the file no longer there
+        already_open = False
     if not already_open and not path.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant_id} has no database file.")
     with bind_database_file(path):
         yield
+
+
+def _replaced(connection: Any, path: Path) -> bool:
+    """Is the open connection's file no longer the one at `path` (a restore put another
+    there)? A missing file is left to the code that removed it."""
+    if connection.in_atomic_block:
+        return False
+    try:
+        return os.stat(path).st_ino != connection.open_inode
+    except FileNotFoundError:
+        return False
 
 
 def tenant_file_stats(tenant_id: uuid.UUID | str) -> tuple[int | None, int]:

@@ -21,6 +21,7 @@ from django.utils.timesince import timesince
 
 from backups import tasks as backup_tasks
 from backups.models import BackupReason, BackupRecord, BackupStatus
+from backups.presenters import replaced_file
 from backups.services import RESTORE_REFUSALS, backup_overdue, restore_tenant
 from billing import services as billing_services
 from billing.models import DailyUsage, Plan
@@ -296,7 +297,7 @@ class TenantAdmin(admin.ModelAdmin):
                     request,
                     f"Restored {tenant.slug} from backup {result.backup.pk}"
                     + (f" to {result.at:%Y-%m-%d %H:%M:%S} UTC" if result.at else "")
-                    + f"; the replaced database is backup {result.previous.pk}.",
+                    + f"; {replaced_file(result)}.",
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
-from backups.models import BackupRecord
+from backups.models import BackupRecord, BackupStatus
 from backups.services import back_up_tenant, maintenance
 from memories import services as memory_services
 from memories.models import Memory
-from memories.tenant_db import bind_tenant_database
+from memories.tenant_db import bind_tenant_database, tenant_database_path
 from tenants.models import AuditEvent, Tenant
 from tests.console_cast import Cast, make_cast
 
@@ -127,3 +128,19 @@ def test_outsiders_see_nothing(cast: Cast, who: str | None) -> None:
             assert response.status_code == 404
     assert not AuditEvent.objects.filter(action__startswith="restore").exists()
     assert BackupRecord.objects.filter(tenant=cast.tenant).count() == 1
+
+
+def test_restoring_a_damaged_workspace_says_where_its_file_is_kept(cast: Cast) -> None:
+    backup = back_up_tenant(cast.tenant)
+    connections["memories"].close()
+    tenant_database_path(cast.tenant.id).write_bytes(b"not a database" * 1000)
+
+    response = cast.client("alice").post(RESTORE, {"backup": backup.pk}, follow=True)
+
+    assert contents(cast) == ["Deploys use the blue-green script"]
+    damaged = BackupRecord.objects.get(tenant=cast.tenant, status=BackupStatus.DAMAGED)
+    page = response.content.decode()
+    assert "the replaced file was damaged (file is not a database)" in page
+    assert f"kept as it was, encrypted, in backup {damaged.pk}" in page
+    # Not offered as a backup to restore.
+    assert f'name="backup" value="{damaged.pk}"' not in page

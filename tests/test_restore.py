@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
 import json
+import sqlite3
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connections
 from django.utils import timezone
 
-from backups import tasks
-from backups.models import BackupReason, BackupRecord
+from backups import crypto, tasks
+from backups.models import BackupReason, BackupRecord, BackupStatus
 from backups.services import back_up_tenant, maintenance, prune_tenant_backups
 from memories.access import access_counter
-from memories.services import memory_versions
-from memories.tenant_db import bind_tenant_database
+from memories.services import create_memory, memory_versions
+from memories.tenant_db import bind_tenant_database, tenant_database_path
 from tenants.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tasks_inline")]
@@ -362,3 +367,154 @@ def test_a_time_after_the_newest_backup_of_an_unchanged_tenant_restores_it_as_it
     assert BackupRecord.objects.get(pk=result["previous_backup"]).storage_key == backup.storage_key
     assert contents(alice_api) == ["alpha"]
     assert searched(alice_api, "alpha") == ["alpha"]
+
+
+# --- A damaged tenant file ---------------------------------------------------------------------
+
+
+def kept_files(record: BackupRecord, s3_storage) -> dict[str, bytes]:
+    """The files a `damaged` backup holds, decrypted as staff would (backups.crypto)."""
+    decrypted = io.BytesIO()
+    crypto.decrypt_file(
+        io.BytesIO(s3_storage.read(record.storage_key)),
+        decrypted,
+        tenant_id=str(record.tenant_id),
+    )
+    decrypted.seek(0)
+    with tarfile.open(fileobj=decrypted) as tar:
+        return {member.name: tar.extractfile(member).read() for member in tar.getmembers()}
+
+
+def test_a_corrupt_tenant_file_is_kept_and_the_tenant_restored(
+    acme, globex, alice_api, bob_api, s3_storage
+):
+    write(alice_api, "the vault code is 1234")
+    write(bob_api, "globex's memory")
+    backup = back_up_tenant(acme.tenant)
+    globex_backups = list(BackupRecord.objects.filter(tenant=globex.tenant))
+    connections["memories"].close()
+    path = tenant_database_path(acme.tenant.id)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    garbage = b"this is not an SQLite database " * 1000
+    path.write_bytes(garbage)
+    assert alice_api.get("/v1/memories").status_code == 503
+
+    out = io.StringIO()
+    call_command("restore_tenant", "acme", "--backup", str(backup.pk), stdout=out)
+
+    assert contents(alice_api) == ["the vault code is 1234"]
+    assert searched(alice_api, "vault") == ["the vault code is 1234"]
+    assert write(alice_api, "written after the restore")
+    damaged = BackupRecord.objects.get(tenant=acme.tenant, status=BackupStatus.DAMAGED)
+    assert damaged.reason == BackupReason.PRE_RESTORE
+    message = out.getvalue()
+    assert "was damaged (file is not a database)" in message
+    assert f"damaged backup {damaged.pk} ({damaged.storage_key})" in message
+    assert kept_files(damaged, s3_storage) == {"engram.db": garbage}
+    event = AuditEvent.objects.get(tenant=acme.tenant, action="tenant.restored")
+    assert event.metadata["previous_backup"] == damaged.pk
+    assert event.metadata["previous_damaged"] == "file is not a database"
+    assert event.metadata["damaged_key"] == damaged.storage_key
+    # Nothing of another tenant changed.
+    assert contents(bob_api) == ["globex's memory"]
+    assert list(BackupRecord.objects.filter(tenant=globex.tenant)) == globex_backups
+
+
+def test_a_damaged_backup_is_never_restored_nor_pruned(acme, alice_api, s3_storage, settings):
+    write(alice_api, "in the good backup")
+    backup = back_up_tenant(acme.tenant)
+    path = tenant_database_path(acme.tenant.id)
+    connections["memories"].close()
+    path.write_bytes(b"garbage" * 5000)
+    damaged = BackupRecord.objects.get(
+        pk=restore("acme", "--backup", str(backup.pk))["previous_backup"]
+    )
+    assert damaged.status == BackupStatus.DAMAGED
+
+    with pytest.raises(CommandError, match="No such backup"):
+        restore("acme", "--backup", str(damaged.pk))
+    assert contents(alice_api) == ["in the good backup"]
+    # Retention (keeping nothing but the newest) leaves it, and its object, alone.
+    settings.ENGRAM_BACKUP_KEEP_HOURLY = 0
+    settings.ENGRAM_BACKUP_KEEP_DAILY = 0
+    settings.ENGRAM_BACKUP_KEEP_WEEKLY = 0
+    back_up_tenant(acme.tenant)
+    assert prune_tenant_backups(acme.tenant)
+    damaged.refresh_from_db()
+    assert damaged.status == BackupStatus.DAMAGED
+    assert damaged.storage_key in s3_storage.keys(f"tenants/{acme.tenant.id}/db/")
+
+
+def test_a_truncated_tenant_file_is_restored_to_a_time(acme, alice_api, s3_storage):
+    write(alice_api, "before the first backup")
+    back_up_tenant(acme.tenant)
+    write(alice_api, "replayed from the journal")
+    moment = a_moment()
+    write(alice_api, "after the time asked")
+    back_up_tenant(acme.tenant)
+    path = tenant_database_path(acme.tenant.id)
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connections["memories"].close()
+    size = path.stat().st_size
+    with open(path, "r+b") as file:
+        file.truncate(size // 3)
+    truncated = path.read_bytes()
+    assert alice_api.get("/v1/memories").status_code == 503
+
+    result = restore("acme", "--at", moment.isoformat())
+
+    assert result["journal_entries"] >= 1
+    assert result["previous_damaged"] == "database disk image is malformed"
+    assert contents(alice_api) == ["before the first backup", "replayed from the journal"]
+    damaged = BackupRecord.objects.get(pk=result["previous_backup"])
+    assert kept_files(damaged, s3_storage)["engram.db"] == truncated
+
+
+def test_a_file_damaged_in_its_middle_is_restored_in_place(acme, alice_api, s3_storage):
+    with bind_tenant_database(acme.tenant.id):
+        for number in range(300):
+            create_memory(content=f"memory {number} " + "x" * 500)
+    backup = back_up_tenant(acme.tenant)
+    path = tenant_database_path(acme.tenant.id)
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    inode = path.stat().st_ino
+    with open(path, "r+b") as file:
+        file.seek(path.stat().st_size // 2)
+        file.write(b"\xff" * 16384)
+    damaged_bytes = path.read_bytes()
+
+    result = restore("acme", "--backup", str(backup.pk))
+
+    assert result["previous_damaged"]  # malformed, or failing integrity_check
+    assert searched(alice_api, "299") == ["memory 299 " + "x" * 500]
+    assert alice_api.get("/v1/memories/300").status_code == 200
+    assert path.stat().st_ino == inode  # written into, as for a sound file
+    damaged = BackupRecord.objects.get(pk=result["previous_backup"])
+    assert kept_files(damaged, s3_storage)["engram.db"] == damaged_bytes
+
+
+def test_an_open_connection_follows_a_file_put_in_its_place(acme, alice_api):
+    # What another process sees when a restore puts a new file in place of a damaged one: its
+    # connection, open on the old file, opens the new one at its next request.
+    write(alice_api, "in the new file")
+    path = tenant_database_path(acme.tenant.id)
+    replacing = path.with_name("replacing.db")
+    with (
+        contextlib.closing(sqlite3.connect(path)) as live,
+        contextlib.closing(sqlite3.connect(replacing)) as copy,
+    ):
+        live.backup(copy)
+    write(alice_api, "only in the old file")
+    assert connections["memories"].connection is not None
+
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    replacing.replace(path)
+
+    assert contents(alice_api) == ["in the new file"]
+    assert write(alice_api, "written to the new file")
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        assert database.execute("SELECT count(*) FROM memories_memory").fetchone() == (2,)

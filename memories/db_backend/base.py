@@ -8,6 +8,7 @@ tenant's file and refuses to run a query on a connection opened for another file
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -52,6 +53,9 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.open_path: Path | None = None
+        # The file's inode when it was opened: a restore that replaces a damaged file puts
+        # another in its place, and memories.tenant_db then reopens (backups/services.py).
+        self.open_inode: int | None = None
 
     def get_connection_params(self) -> dict[str, Any]:
         path = current_database_path()
@@ -63,9 +67,15 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         self.open_path = path
         return params
 
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        connection = super().get_new_connection(conn_params)
+        self.open_inode = os.stat(self.open_path).st_ino if self.open_path else None
+        return connection
+
     def _close(self) -> None:
         super()._close()
         self.open_path = None
+        self.open_inode = None
 
     def _cursor(self, name: str | None = None) -> Any:
         bound = current_database_path()

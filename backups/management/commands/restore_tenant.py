@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from backups.models import BackupRecord
+from backups.presenters import replaced_file
 from backups.services import RESTORE_REFUSALS, restore_tenant
 from memories.management.commands.export_tenant import tenant_by_slug
 
@@ -47,6 +48,7 @@ class Command(BaseCommand):
             "at": result.at.isoformat() if result.at else None,
             "journal_entries": result.journal_entries,
             "previous_backup": result.previous.pk if result.previous else None,
+            "previous_damaged": result.damage or None,
         }
         if options["json"]:
             self.stdout.write(json.dumps(summary))
@@ -54,5 +56,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Restored {tenant.slug} from backup {result.backup.pk}"
                 + (f" to {result.at.isoformat()}" if result.at else "")
-                + f"; the replaced database is backup {summary['previous_backup']}."
+                + f"; {replaced_file(result)}."
             )
