@@ -2,8 +2,9 @@
 
 Monthly API calls and searches are checked on every request from the usage counters
 (billing/usage.py), read in the rate limiter's round trip to Redis (tenants/middleware.py).
-Stored memories and storage bytes are checked where memories are added, inside the write
-transaction, from a trigger-kept counter in the tenant's own database and the size of its file.
+Stored memories and storage bytes are checked where data is added, inside the write
+transaction, from a trigger-kept counter in the tenant's own database and the pages its data
+takes. Expired memories are purged when their room is needed.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from collections.abc import Mapping
 
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from billing.plans import plans
 from billing.usage import month_usage
 from engram_cloud.errors import ApiError
 from engram_cloud.metrics import QUOTA_EXCEEDED
-from memories.services import storage_bytes
+from memories.models import Memory
+from memories.services import purge_expired, storage_bytes
 from memories.tenant_db import DATA_PLANE_ALIAS
 from tenants.authentication import TenantRef
 
@@ -87,11 +90,18 @@ def require_monthly_quota(tenant: TenantRef, metric: str) -> None:
 
 
 def stored_memories() -> int:
-    """Memories in the bound tenant's database (expired ones included until purged)."""
+    """Memories in the bound tenant's database (expired ones included until a write that
+    needs their room purges them)."""
     with connections[DATA_PLANE_ALIAS].cursor() as cursor:
         cursor.execute("SELECT value FROM memories_counter WHERE name = 'memories'")
         row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+def memories_in_use() -> int:
+    """The bound tenant's live memories, as reads count them: what it is shown against the
+    memories quota (the expired ones still stored give their room back when it is needed)."""
+    return stored_memories() - Memory.objects.filter(expires_at__lte=timezone.now()).count()
 
 
 def require_capacity(tenant: TenantRef, adding: int = 1) -> None:
@@ -103,6 +113,8 @@ def require_capacity(tenant: TenantRef, adding: int = 1) -> None:
     plan = plans.get(tenant.plan_code)
     if plan.max_memories is not None:
         current = stored_memories()
+        if current + adding > plan.max_memories and purge_expired():
+            current = stored_memories()
         if current + adding > plan.max_memories:
             raise quota_exceeded(tenant, "memories", current, plan.max_memories)
     require_storage(tenant)
@@ -114,5 +126,7 @@ def require_storage(tenant: TenantRef) -> None:
     limit = plans.get(tenant.plan_code).max_storage_bytes
     if limit is not None:
         used = storage_bytes()
+        if used >= limit and purge_expired():
+            used = storage_bytes()
         if used >= limit:
             raise quota_exceeded(tenant, "storage_bytes", used, limit)

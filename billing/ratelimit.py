@@ -52,12 +52,17 @@ class Decision:
     epoch: int | None = None
 
     def headers(self) -> dict[str, str]:
-        """IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers)."""
+        """IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers).
+
+        The policy is the bucket: `burst` requests per the time a drained bucket takes to
+        refill, which is the plan's per-minute rate (120/min, burst 30: q=30;w=15).
+        """
+        window = math.ceil(self.limit.burst / self.limit.per_second)
         refill = 0
         if self.remaining < self.limit.burst:
             refill = math.ceil((self.limit.burst - self.remaining) / self.limit.per_second)
         headers = {
-            "RateLimit-Policy": f'"{self.group}";q={self.limit.burst};w=60',
+            "RateLimit-Policy": f'"{self.group}";q={self.limit.burst};w={window}',
             "RateLimit": f'"{self.group}";r={self.remaining};t={refill}',
         }
         if not self.allowed:

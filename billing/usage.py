@@ -201,7 +201,9 @@ class RedisBuffer:
                 self._thread.start()
 
     def _run(self) -> None:
-        interval = settings.ENGRAM_USAGE_SEND_MS / 1000
+        # Read once: at the interpreter's exit this daemon thread may outlive the settings.
+        every = settings.ENGRAM_USAGE_SEND_MS / 1000
+        interval = every
         while True:
             time.sleep(interval)
             try:
@@ -213,7 +215,7 @@ class RedisBuffer:
                 # Seeding a counter reads the control plane: don't keep this thread's connection.
                 connections.close_all()
             # Redis down: retry once a second, not twenty times.
-            interval = settings.ENGRAM_USAGE_SEND_MS / 1000 if sent else 1.0
+            interval = every if sent else 1.0
 
     def push(self, event: str) -> None:
         self.add(event, {})

@@ -39,6 +39,11 @@ class ApiError(Exception):
 UNAUTHORIZED_MESSAGE = "Missing or invalid credentials."
 
 
+def internal_error() -> ApiError:
+    """Our failure: nothing about it reaches the client but the request id (the log has it)."""
+    return ApiError(500, "internal_error", "Something went wrong on our side.")
+
+
 def unauthorized() -> ApiError:
     """One body for every authentication failure, so none reveals why."""
     return ApiError(
@@ -135,7 +140,7 @@ def handler500(request: HttpRequest) -> HttpResponse:
     if is_api_path(request.path):
         return error_response(
             request,
-            outage or ApiError(500, "internal_error", "Something went wrong on our side."),
+            outage or internal_error(),
         )
     if outage is not None:
         response = HttpResponse(outage.message, status=503, content_type="text/plain")

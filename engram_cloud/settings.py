@@ -321,6 +321,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=0, hour=env_int("ENGRAM_BACKUP_DAILY_HOUR_UTC", 3)),
     },
     "prune-backups": {"task": "backups.tasks.prune_backups", "schedule": 3600.0},
+    "purge-expired-memories": {"task": "memories.tasks.purge_expired_memories", "schedule": 3600.0},
 }
 
 # --- Backups and exports (backups/) -------------------------------------------------------------

@@ -383,7 +383,3 @@ def http_status(error: JsonRpcError, modern: bool) -> int:
     if error.code == INTERNAL_ERROR:
         return 500
     return MODERN_ERROR_STATUS.get(error.code, 200) if modern else 200
-
-
-def internal_error() -> JsonRpcError:
-    return JsonRpcError(INTERNAL_ERROR, "Something went wrong on our side.", status=500)

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from engram_cloud import parsers
-from engram_cloud.errors import note_error
+from engram_cloud.errors import internal_error, note_error
 from engram_cloud.outages import unavailable_error
 from mcp import protocol
 from mcp.jsonrpc import (
@@ -208,7 +208,8 @@ def run(request: HttpRequest, message: protocol.Message, version: str) -> Reply:
         logger.exception(
             "MCP %s failed (request %s)", message.method, getattr(request, "request_id", None)
         )
-        return rejected(protocol.internal_error(), message.id, modern=exchange.modern)
+        failure = from_api_error(internal_error(), request)
+        return rejected(failure, message.id, modern=exchange.modern)
     return result_message(message.id, result), 200, {}
 
 

@@ -167,6 +167,15 @@ def delete_memory(memory_id: int) -> None:
         raise Memory.DoesNotExist(f"memory {memory_id}")
 
 
+def purge_expired(now: dt.datetime | None = None) -> int:
+    """Delete the bound tenant's expired memories (with their tags, versions and links); how
+    many. No read shows them and none can delete them: this gives back the room they hold
+    under the plan's limits."""
+    with transaction.atomic(using=DATA_PLANE_ALIAS):
+        _, deleted = Memory.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted.get(Memory._meta.label, 0)
+
+
 # --- Listing -------------------------------------------------------------------------------------
 
 SORT_FIELDS = ("created_at", "updated_at", "importance", "access_count")

@@ -26,7 +26,11 @@ from billing import services as billing_services
 from billing.models import DailyUsage, Plan
 from memories.tenant_db import tenant_file_stats
 from tenants import services
+from tenants.console.accounts import throttled_admin_login
 from tenants.models import ApiKey, AuditEvent, Invite, Membership, Tenant, User
+
+# Staff sign in at /admin/login/: throttled as the console's sign-in is.
+admin.site.login = throttled_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 
 @admin.register(User)

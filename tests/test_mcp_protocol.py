@@ -491,6 +491,8 @@ def test_an_unexpected_failure_is_an_internal_error_that_reveals_nothing(alice, 
     error = response.json()["error"]
     assert error["code"] == -32603
     assert "secret" not in json.dumps(error)
+    # What a user quotes to support: the request id, in the body as in the header.
+    assert error["data"] == {"error": "internal_error", "request_id": response["X-Request-Id"]}
 
 
 # --- Credentials and tenants ---------------------------------------------------------------------

@@ -899,7 +899,7 @@ def test_the_plans_memory_limit_holds_for_creates_and_batches(acme, alice):
 
 
 def test_the_rate_limit_answers_mcp_clients_with_engrams_code(alice):
-    set_plan(requests_per_minute=60, burst=2)
+    set_plan(requests_per_minute=1, burst=2)
     for _ in range(2):
         assert alice.send("ping").status_code == 200
     response = alice.send("ping")

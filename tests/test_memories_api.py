@@ -210,3 +210,32 @@ def test_reads_count_as_accesses_written_in_batches_not_per_read(alice_api, acme
         stored = Memory.objects.get(pk=memory["id"])
         assert stored.access_count == 4
         assert stored.last_accessed_at is not None
+
+
+def test_the_hourly_purge_deletes_expired_memories_of_every_tenant_and_nothing_else(
+    alice_api, bob_api, acme, globex
+):
+    from backups.services import maintenance
+    from memories.tasks import purge_expired_memories
+
+    expired = create(alice_api, tier="daily", ttl_seconds=60)
+    kept = create(alice_api, tier="daily", ttl_seconds=60)
+    permanent = create(alice_api)
+    other = create(bob_api, tier="daily", ttl_seconds=60)
+    for tenant, memory_id in ((acme, expired["id"]), (globex, other["id"])):
+        with bind_tenant_database(tenant.tenant.id):
+            Memory.objects.filter(pk=memory_id).update(
+                expires_at=timezone.now() - dt.timedelta(seconds=1)
+            )
+
+    with maintenance(globex.tenant):  # a tenant being restored is left for the next pass
+        assert purge_expired_memories() == 1
+    with bind_tenant_database(acme.tenant.id):
+        assert sorted(Memory.objects.values_list("pk", flat=True)) == sorted(
+            [kept["id"], permanent["id"]]
+        )
+        assert not MemoryVersion.objects.filter(memory_id=expired["id"]).exists()
+    assert purge_expired_memories() == 1
+    with bind_tenant_database(globex.tenant.id):
+        assert not Memory.objects.exists()
+    assert purge_expired_memories() == 0

@@ -347,3 +347,18 @@ def test_a_change_the_journal_does_not_record_still_gets_its_own_backup(
     restore("acme", "--backup", str(previous.pk))
     # The first read, kept by the pre-restore backup, and this one.
     assert alice_api.get(f"/v1/memories/{memory}").json()["access_count"] == 2
+
+
+def test_a_time_after_the_newest_backup_of_an_unchanged_tenant_restores_it_as_it_is(
+    acme, alice_api, s3_storage
+):
+    write(alice_api, "alpha")
+    backup = back_up_tenant(acme.tenant)
+    after = a_moment()
+
+    result = restore("acme", "--at", after.isoformat())
+
+    assert result["backup"] == backup.pk
+    assert BackupRecord.objects.get(pk=result["previous_backup"]).storage_key == backup.storage_key
+    assert contents(alice_api) == ["alpha"]
+    assert searched(alice_api, "alpha") == ["alpha"]

@@ -58,6 +58,13 @@ def test_fuzzy_search_tolerates_typos(alice_api):
     assert "kubernetes" in body["corrections"]["kuberntes"]
 
 
+def test_another_form_of_a_known_word_is_found_not_corrected(alice_api):
+    ids = seed(alice_api)
+    body = search(alice_api, "rotating migration", strategy="fuzzy", explain=True)
+    assert body["corrections"] == {}
+    assert set(ids_of(body)) == {ids[3], ids[4]}
+
+
 def test_auto_picks_keyword_for_short_queries_semantic_for_long_and_hybrid_between(alice_api):
     seed(alice_api)
     assert search(alice_api, "coffee")["strategy"] == "keyword"
@@ -126,6 +133,22 @@ def test_a_filter_finds_matches_ranked_below_the_first_candidates(alice_api, str
     )
     body = search(alice_api, "zebra", strategy=strategy, workspace="rare", limit=3)
     assert sorted(ids_of(body)) == sorted(wanted)
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "hybrid"])
+def test_expired_memories_ranked_first_leave_room_for_the_live_ones(alice_api, acme, strategy):
+    # Without filters the ranking keeps a window of twice the limit before dropping expired
+    # memories; here every memory of that window has expired.
+    with bind_tenant_database(acme.tenant.id):
+        expired = [services.create_memory(content=f"zebra zebra zebra {n}") for n in range(70)]
+        Memory.objects.filter(pk__in=[m.pk for m in expired]).update(
+            tier="daily", expires_at=timezone.now() - dt.timedelta(seconds=1)
+        )
+        live = [
+            services.create_memory(content=f"one zebra among other words {n}") for n in range(3)
+        ]
+    body = search(alice_api, "zebra", strategy=strategy, limit=3)
+    assert sorted(ids_of(body)) == sorted(m.pk for m in live)
 
 
 def test_metadata_and_date_filters(alice_api):
@@ -239,6 +262,8 @@ def test_a_search_past_its_time_budget_is_cut_short_not_failed(alice_api, acme, 
         {"query": "x", "workspace": "Not Valid"},
         {"query": "x", "unknown": 1},
         {"query": "nul \x00 byte"},
+        {"query": "x", "explain": "yes"},
+        {"query": "x", "explain": 1},
     ],
 )
 def test_bad_search_requests_get_400(alice_api, body):

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from billing.models import DailyUsage
 from billing.plans import plans
-from billing.quotas import stored_memories
+from billing.quotas import memories_in_use
 from billing.usage import METRICS, month_usage
 from memories.services import storage_bytes
 from tenants.permissions import Access, Scope, declare
@@ -50,7 +50,7 @@ class UsageView(APIView):
                 "used": month_usage(str(tenant.id), "searches"),
                 "limit": plan.max_searches_per_month,
             },
-            "memories": {"used": stored_memories(), "limit": plan.max_memories},
+            "memories": {"used": memories_in_use(), "limit": plan.max_memories},
             "storage_bytes": {"used": storage_bytes(), "limit": plan.max_storage_bytes},
         }
         return Response(

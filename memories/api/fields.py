@@ -36,6 +36,15 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true or false in a JSON body; DRF's would also take "yes", "on", 1 or "0"."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not declare, so a typo or a read-only field is never ignored."""
 

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from memories import search
 from memories.api.fields import (
+    StrictBooleanField,
     StrictCharField,
     StrictFloatField,
     StrictIntegerField,
@@ -48,7 +49,7 @@ class SearchRequestSerializer(StrictSerializer):
         choices=[*search.STRATEGIES, *STRATEGY_ALIASES], default="auto"
     )
     min_score = StrictFloatField(min_value=0.0, max_value=1.0, default=0.0)
-    explain = serializers.BooleanField(default=False)
+    explain = StrictBooleanField(default=False)
     workspace = StrictCharField(required=False, validators=[workspace_validator])
     type = serializers.ChoiceField(choices=MemoryType.choices, required=False)
     memory_type = serializers.ChoiceField(choices=MemoryType.choices, required=False)

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import DailyUsage
 from billing.plans import plans
-from billing.quotas import stored_memories
+from billing.quotas import memories_in_use
 from billing.usage import METRICS, month_usage
 from memories.services import storage_bytes
 from memories.tenant_db import bind_tenant_database
@@ -25,7 +25,7 @@ def period_usage(tenant: Tenant) -> list[dict[str, Any]]:
     """Each metered quantity this month with its plan limit (None: unlimited)."""
     plan = plans.get(tenant.plan_id)
     with bind_tenant_database(tenant.id):
-        memories, storage = stored_memories(), storage_bytes()
+        memories, storage = memories_in_use(), storage_bytes()
     rows = [
         ("Memories stored", memories, plan.max_memories, False),
         (

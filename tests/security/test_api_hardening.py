@@ -14,7 +14,8 @@ Covered elsewhere and not repeated here:
 - The console shows a new key's secret once and lists only its prefix: tests/test_console_keys.py;
   the admin never shows it: tests/test_admin.py.
 - Sign-in throttled per address and per account, sign-up per address, password reset per
-  account: tests/test_console_accounts.py.
+  account: tests/test_console_accounts.py. Here: sign-up per account, forged and proxied
+  addresses, and the admin's sign-in.
 - Bodies over the limit by Content-Length, at the limit, the 5 MB default, a Content-Length
   that is not a number: tests/test_bad_input.py; chunked bodies: tests/test_security_baseline.py.
 - Every route by role and by tenant: tests/security/test_permissions.py, tests/test_isolation.py.
@@ -528,6 +529,31 @@ def test_behind_a_proxy_the_address_the_proxy_saw_is_throttled(db: None, setting
         extra = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
         alone = Client(REMOTE_ADDR=address(), **extra)
         assert login_statuses(lambda n, alone=alone: alone, 1) == [400], forwarded
+
+
+def test_the_admin_sign_in_shares_the_consoles_budget_per_account(db: None, settings):
+    settings.ENGRAM_ACCOUNT_RATE_PER_ACCOUNT = "3/h"
+    email = f"staff-{uuid.uuid4().hex[:8]}@example.com"
+    User.objects.create_superuser(email, PASSWORD)
+    guess = {"username": email, "password": "guess"}
+    # Two guesses on the console's form, one on the admin's: the account's budget is spent.
+    assert Client(REMOTE_ADDR=address()).post("/accounts/login/", guess).status_code == 400
+    assert Client(REMOTE_ADDR=address()).post("/accounts/login/", guess).status_code == 400
+    assert Client(REMOTE_ADDR=address()).post("/admin/login/", guess).status_code == 200
+    late = Client(REMOTE_ADDR=address())
+    right = late.post("/admin/login/", {"username": email, "password": PASSWORD})
+    assert right.status_code == 429
+    assert late.get("/admin/").status_code == 302  # not signed in
+
+
+def test_the_admin_sign_in_is_throttled_per_address(db: None, settings):
+    settings.ENGRAM_ACCOUNT_RATE_PER_IP = "3/h"
+    client = Client(REMOTE_ADDR=address())
+    statuses = [
+        client.post("/admin/login/", {"username": f"u{n}@example.com", "password": "x"}).status_code
+        for n in range(5)
+    ]
+    assert statuses == [200, 200, 200, 429, 429]
 
 
 # --- API8: production settings ------------------------------------------------------------------
