@@ -221,7 +221,7 @@ def take_token(tenant_id: str, group: str, limit: Limit, counters: Counters = ()
     `counters` names the usage counters (Redis keys, with their quota's limit) to read in the
     same round trip: the decision's `read` holds their values, and its `epoch` the key
     cache's, so the request pipeline pays one trip to Redis before the view, not three
-    (while a lease lasts, none for the bucket; the epoch then costs a GET of its own).
+    (while a lease lasts, none: the epoch then comes from the process's subscription).
     """
     key = f"engram:ratelimit:{tenant_id}:{group}"
     try:
