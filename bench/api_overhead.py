@@ -13,8 +13,9 @@ Judged by: authenticated read rate / hello-world rate >= 0.60.
 
 With `--redis-url` the server has REDIS_URL, as production does (with PostgreSQL): rate limits,
 quota counters, the usage buffer and the API-key cache (tenants/key_cache.py) are in Redis.
-The tenant is on Enterprise (no rate limit), so a key read from the cache costs one GET of the
-cache's epoch per request instead of a control-plane query.
+The tenant is on Enterprise (no rate limit), so a request makes no round trip to Redis
+before the view: a key read from the cache is checked against the epochs the worker has been
+sent (tenants/key_cache.py).
 
 Worker class: sync (gunicorn's default), 2 workers, 4 client connections. A sync worker
 accepts a connection only when it is free and closes it after the response, so requests

@@ -1232,6 +1232,7 @@ def hybrid_layers(
     with contextlib.ExitStack() as stack:
         for name, owner, attribute in (
             ("corrections_for (fuzzy vocabulary)", engine, "corrections_for"),
+            ("informative_groups (common-word counts)", engine, "informative_groups"),
             ("keyword_hits (30 candidates)", engine, "keyword_hits"),
             ("semantic_hits", engine, "semantic_hits"),
             ("  vector_cache.vectors (catch-up)", vector_index.vector_cache, "vectors"),

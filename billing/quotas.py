@@ -70,8 +70,8 @@ def check_request_quotas(
     """Before a request is handled: its monthly API calls (not for reads), and searches for
     a search.
 
-    `known` holds counters just read from the cache (None where it had none: read and seeded
-    here).
+    `known` holds the counts the rate limiter's round trip just read, this process's unsent
+    part included (None where the cache had no counter: read and seeded here).
     """
     for metric, limit in request_quotas(tenant, group, method):
         current = month_usage(str(tenant.id), metric, known=(known or {}).get(metric))

@@ -10,6 +10,7 @@ served (fail open) and `rate_limit_backend_errors_total` counts it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from billing.usage import redis_buffer
 from engram_cloud.metrics import RATE_LIMIT_BACKEND_ERRORS
 from tenants.key_cache import EPOCH_KEY
 
@@ -151,22 +153,27 @@ class RedisBuckets:
             if lease and lease.tokens and now < lease.expires and lease.counters == names:
                 lease.tokens -= 1
                 self._leases[key] = lease
-                return True, lease.left + lease.tokens, lease.values, None
+                unsent = redis_buffer.unsent_by_cache_key() if names else {}
+                return True, lease.left + lease.tokens, _plus(lease.values, names, unsent), None
         if self._script is None:
             from django_redis import get_redis_connection
 
             self._script = get_redis_connection("default").register_script(TOKEN_BUCKET_LUA)
         want = max(1, limit.burst // LEASE_SHARE)
-        granted, left, epoch, *values = self._script(
-            keys=[key, EPOCH_KEY, *names],
-            args=[
-                limit.per_second,
-                limit.burst,
-                want,
-                lease.tokens if lease else 0,
-                *(ceiling for _, ceiling in counters),
-            ],
-        )
+        # No send of this process's usage between reading the counters and what it has not
+        # sent: each of its increments is then counted once (the quotas stop exactly).
+        with redis_buffer.sends_held() if names else contextlib.nullcontext():
+            granted, left, epoch, *values = self._script(
+                keys=[key, EPOCH_KEY, *names],
+                args=[
+                    limit.per_second,
+                    limit.burst,
+                    want,
+                    lease.tokens if lease else 0,
+                    *(ceiling for _, ceiling in counters),
+                ],
+            )
+            unsent = redis_buffer.unsent_by_cache_key() if names else {}
         granted = int(granted)
         read = tuple(_integer(value) for value in values)
         if granted > 1:
@@ -176,11 +183,27 @@ class RedisBuckets:
                 self._leases[key] = Lease(
                     granted - 1, float(left), read, names, now + LEASE_SECONDS
                 )
-        return granted > 0, float(left) + max(0, granted - 1), read, int(epoch or 0)
+        return (
+            granted > 0,
+            float(left) + max(0, granted - 1),
+            _plus(read, names, unsent),
+            int(epoch or 0),
+        )
 
     def clear(self) -> None:
         with self._lock:
             self._leases.clear()
+
+
+def _plus(
+    values: tuple[int | None, ...], names: tuple[str, ...], unsent: dict[str, int]
+) -> tuple[int | None, ...]:
+    """Counters read from Redis plus what this process has counted and not sent (None, a
+    counter Redis did not have, stays None: it is seeded where it is checked)."""
+    return tuple(
+        None if value is None else value + unsent.get(name, 0)
+        for value, name in zip(values, names, strict=True)
+    )
 
 
 def _integer(value: bytes | None) -> int | None:
@@ -221,7 +244,7 @@ def take_token(tenant_id: str, group: str, limit: Limit, counters: Counters = ()
     `counters` names the usage counters (Redis keys, with their quota's limit) to read in the
     same round trip: the decision's `read` holds their values, and its `epoch` the key
     cache's, so the request pipeline pays one trip to Redis before the view, not three
-    (while a lease lasts, none for the bucket; the epoch then costs a GET of its own).
+    (while a lease lasts, none: the epoch then comes from the process's subscription).
     """
     key = f"engram:ratelimit:{tenant_id}:{group}"
     try:

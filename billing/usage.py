@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -153,6 +153,22 @@ class RedisBuffer:
     def unsent(self, tenant_id: str, metric: str, month: str) -> int:
         key = (tenant_id, metric, month)
         return self._counters.get(key, 0) + self._in_flight.get(key, 0)
+
+    @contextlib.contextmanager
+    def sends_held(self) -> Iterator[None]:
+        """Hold this process's sends back for the block. A counter read from Redis inside it,
+        plus `unsent_by_cache_key` read inside it too, counts each of this process's increments
+        exactly once; a send landing between the two reads would be counted by neither."""
+        with self._send_lock:
+            yield
+
+    def unsent_by_cache_key(self) -> dict[str, int]:
+        """What this process has counted and not sent, by the counter's key in Redis."""
+        with self._lock:
+            unsent = dict(self._in_flight)
+            for key, amount in self._counters.items():
+                unsent[key] = unsent.get(key, 0) + amount
+        return {_cache_key(*key): amount for key, amount in unsent.items()}
 
     def pending(self) -> int:
         """Events kept in this process (not in Redis yet)."""
@@ -422,17 +438,19 @@ def _counter(tenant_id: str, metric: str, month: str) -> int:
 def month_usage(
     tenant_id: str, metric: str, now: dt.datetime | None = None, known: int | None = None
 ) -> int:
-    """This month's count: the cache's counter (or `known`, a value of it just read) plus what
-    this process has not sent yet; from the rollups if the cache is down."""
+    """This month's count: the cache's counter plus what this process has not sent yet (from
+    the rollups if the cache is down), or `known`, that count as the rate limiter's round trip
+    just read it (billing.ratelimit adds the unsent part, read without a send in between)."""
+    if known is not None:
+        return known
     month = _month(now or timezone.now())
     tenant_id = str(tenant_id)
-    if known is None:
-        try:
-            known = _counter(tenant_id, metric, month)
-        except Exception:
-            logger.warning("quota counters unavailable; reading the rollups", exc_info=True)
-            known = _month_total_from_rollups(tenant_id, metric, month)
-    return known + redis_buffer.unsent(tenant_id, metric, month)
+    try:
+        counted = _counter(tenant_id, metric, month)
+    except Exception:
+        logger.warning("quota counters unavailable; reading the rollups", exc_info=True)
+        counted = _month_total_from_rollups(tenant_id, metric, month)
+    return counted + redis_buffer.unsent(tenant_id, metric, month)
 
 
 def _seed_and_add(tenant_id: str, metric: str, month: str, amount: int) -> None:

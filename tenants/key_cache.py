@@ -4,14 +4,24 @@ bench/api_overhead.py).
 
 Only with REDIS_URL. Every change that a cached principal must not outlive (a key revoked,
 rotated or otherwise saved; a tenant suspended, deleted, moved to another plan or given other
-limits) bumps one epoch counter in Redis: `keys_changed`, on the post_save and post_delete of
-ApiKey and Tenant. A request answered from the cache checks its entry's epoch against the
-current one, read in the rate limiter's round trip to Redis (billing/ratelimit.py) or, when
-the request makes none, with one GET; if they differ, the process forgets every entry and
-reads the key again (tenants/middleware.py). So a revocation still takes effect on the next
-request, in every process. An entry also lasts at most ENGRAM_KEY_CACHE_SECONDS, which bounds
-what a write that bypasses save() (a queryset update, hand-written SQL) can leave stale, and
-keeps the key's last_used_at current to within that (it is written when the key is read).
+limits) bumps one epoch counter in Redis and publishes the new value: `keys_changed`, on the
+post_save and post_delete of ApiKey and Tenant. A request answered from the cache checks its
+entry's epoch against the current one (tenants/middleware.py), read in the rate limiter's round
+trip to Redis (billing/ratelimit.py) when the request makes one, else from the epochs this
+process has been sent: each process keeps a connection subscribed to them and reads it without
+blocking, so that check costs no round trip (one would cost about what the control-plane query
+did). If the epochs differ, the process forgets every entry and reads the key again.
+
+"The next request": the bump waits for one more round trip after its publish, and by then
+Redis has written the message to every subscriber's socket (it writes all pending output
+before it reads the next command). So once a revocation has returned, every process on the
+same host sees it at its next request; a process on another host, as soon as the message has
+crossed the network. A subscriber connection that drops is noticed at its next read: the
+process empties its cache and subscribes again. One that hangs silently (a network partition
+without a reset) cannot be noticed, which is why an entry also lasts at most
+ENGRAM_KEY_CACHE_SECONDS; that also bounds what a write that bypasses save() (a queryset
+update, hand-written SQL) can leave stale, and keeps last_used_at current (it is written when
+the key is read).
 
 Without Redis (the embedded default) nothing is cached: processes would have no shared place
 to hear of a revocation, and the lookup reads a local SQLite file anyway. While Redis cannot
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -37,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EPOCH_KEY = "engram:auth:epoch"
+EPOCH_CHANNEL = "engram:auth:epoch"
 MAX_ENTRIES = 10_000
 # After Redis failed to answer, the epoch is not asked for again (nothing is cached) for this
 # long: a request must not wait for a connect timeout twice.
@@ -55,6 +67,8 @@ class KeyCache:
         self._entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self._redis_down_until = float("-inf")
+        self._listener = EpochListener()
+        self._subscription = 0  # the listener's subscription that the entries were read under
 
     def enabled(self) -> bool:
         return bool(settings.REDIS_URL) and settings.ENGRAM_KEY_CACHE_SECONDS > 0
@@ -87,21 +101,29 @@ class KeyCache:
             self._entries.clear()
 
     def epoch(self) -> int | None:
-        """The current epoch, or None when nothing may be cached (no Redis, or it is down)."""
+        """The current epoch as this process has been told it, or None when nothing may be
+        cached (no Redis, or it is unreachable)."""
         if not self.enabled() or time.monotonic() < self._redis_down_until:
             return None
         try:
-            return int(_redis().get(EPOCH_KEY) or 0)
+            epoch = self._listener.epoch()
         except Exception:
+            self._listener.close()
             self._redis_down_until = time.monotonic() + RETRY_SECONDS
             self.clear()
             logger.warning("key cache epoch unavailable; reading keys from the control plane")
             return None
+        if self._listener.subscriptions != self._subscription:
+            # Subscribed anew (a new process, a dropped connection): what was sent meanwhile
+            # is lost, and a restarted Redis counts epochs from 0 again.
+            self.clear()
+            self._subscription = self._listener.subscriptions
+        return epoch
 
     def is_current(self, principal: Principal, seen: int | None = None) -> bool:
         """Whether a principal is still good: read from the control plane for this request,
-        or cached at the current epoch (`seen`: just read in another round trip to Redis).
-        If not, every entry is forgotten."""
+        or cached at the current epoch (`seen`: just read in a round trip to Redis; else as
+        this process has been told). If not, every entry is forgotten."""
         if principal.cached_epoch is None:
             return True
         current = seen if seen is not None else self.epoch()
@@ -109,6 +131,53 @@ class KeyCache:
             return True
         self.clear()
         return False
+
+
+class EpochListener:
+    """The epochs published to this process, read from its subscribed connection without
+    blocking (one per process: gunicorn forks its workers)."""
+
+    def __init__(self) -> None:
+        self._pubsub: Any = None
+        self._pid = 0
+        self._epoch = 0
+        self._lock = threading.Lock()
+        self.subscriptions = 0
+
+    def epoch(self) -> int:
+        with self._lock:
+            if self._pubsub is None or self._pid != os.getpid():
+                self._subscribe()
+            while (message := self._pubsub.get_message(timeout=0)) is not None:
+                if message["type"] != "message":
+                    # redis-py subscribed again after a dropped connection: what was published
+                    # meanwhile is lost, so start over.
+                    self._subscribe()
+                    continue
+                # max: two bumps may publish out of order; epochs only grow.
+                self._epoch = max(self._epoch, int(message["data"]))
+            return self._epoch
+
+    def _subscribe(self) -> None:
+        self.close()
+        pubsub = _redis().pubsub()
+        pubsub.subscribe(EPOCH_CHANNEL)
+        confirmation = pubsub.get_message(timeout=RETRY_SECONDS)
+        if confirmation is None or confirmation["type"] != "subscribe":
+            pubsub.close()
+            raise ConnectionError("no subscription to the key cache's epochs")
+        # Read after subscribing: a later bump is sent as a message.
+        self._epoch = int(_redis().get(EPOCH_KEY) or 0)
+        self._pubsub, self._pid = pubsub, os.getpid()
+        self.subscriptions += 1
+
+    def close(self) -> None:
+        if self._pubsub is not None and self._pid == os.getpid():
+            try:
+                self._pubsub.close()
+            except Exception:
+                logger.debug("closing the epoch subscription failed", exc_info=True)
+        self._pubsub = None
 
 
 def _redis() -> Any:
@@ -122,7 +191,10 @@ key_cache = KeyCache()
 
 def _bump() -> None:
     try:
-        _redis().incr(EPOCH_KEY)
+        redis = _redis()
+        redis.publish(EPOCH_CHANNEL, redis.incr(EPOCH_KEY))
+        # When this answers, Redis has written the message to every subscriber's socket.
+        redis.ping()
     except Exception:
         # This process forgets now; others within ENGRAM_KEY_CACHE_SECONDS.
         logger.warning("could not bump the key cache epoch", exc_info=True)

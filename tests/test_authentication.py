@@ -372,7 +372,7 @@ def test_a_rotated_key_keeps_its_scopes(acme):
 
 
 # Free's requests take a token in Redis (the key cache's epoch comes in the same round trip);
-# Enterprise has no rate limit (the epoch is read on its own).
+# Enterprise has no rate limit (the epoch comes from the process's subscription to it).
 @pytest.mark.parametrize("plan", ["free", "enterprise"])
 def test_revocation_takes_effect_on_the_very_next_request(acme, alice_api, plan):
     billing_services.change_plan(acme.tenant, plan, reason="test")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import threading
 
 import pytest
 from django.utils import timezone
+from django_redis import get_redis_connection
 
 from billing import ratelimit
 from billing import services as billing_services
@@ -262,3 +266,36 @@ def test_quotas_are_per_tenant(alice_api, bob_api):
     alice_api.post("/v1/search", {"query": "x"})
     assert_error(alice_api.post("/v1/search", {"query": "x"}), 402, "quota_exceeded")
     assert bob_api.post("/v1/search", {"query": "x"}).status_code == 200
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the usage outbox needs Redis")
+def test_a_usage_send_racing_the_quota_read_is_counted_exactly_once(acme, monkeypatch):
+    """The rate limiter reads the month's counter in Redis, and adds what this process has
+    counted but not sent. Were the process's sender thread to send between those two reads,
+    its increments would be in neither and the quota would let a request past its limit."""
+    from billing import usage
+
+    month = usage._month(timezone.now())
+    tenant_id = str(acme.tenant.id)
+    counter = usage.quota_counters(tenant_id, [("api_calls", 100)])
+    usage.redis_buffer.add(json.dumps({"seed": True}), {(tenant_id, "api_calls", month): 2})
+    usage.redis_buffer.send()  # the counter exists in Redis: 2
+    usage.redis_buffer.add(json.dumps({"later": True}), {(tenant_id, "api_calls", month): 3})
+
+    script = redis_buckets._script or get_redis_connection("default").register_script(
+        ratelimit.TOKEN_BUCKET_LUA
+    )
+    sender = threading.Thread(target=usage.redis_buffer.send)
+
+    def read_then_let_the_sender_run(*args, **kwargs):
+        result = script(*args, **kwargs)
+        sender.start()  # the sender thread wakes up right after the counter was read
+        sender.join(timeout=0.2)
+        return result
+
+    monkeypatch.setattr(redis_buckets, "_script", read_then_let_the_sender_run)
+    limit = ratelimit.Limit(per_minute=6000, burst=100)
+    decision = ratelimit.take_token(tenant_id, "writes", limit, counter)
+    sender.join()
+    assert decision.read == (5,)
+    assert usage.month_usage(tenant_id, "api_calls") == 5

@@ -55,7 +55,7 @@ def served() -> Iterator[Served]:
 
 def new_tenant(served: Served, name: str, plan: str = "free") -> dict[str, str]:
     """A tenant and its first key. On Free the epoch comes with the rate limiter's round trip
-    to Redis; Enterprise has no rate limit, so the epoch is read with a GET of its own."""
+    to Redis; Enterprise has no rate limit, so it comes from each worker's subscription."""
     slug = f"{name}-{served.environment.run_id}"
     stdout = manage(
         served.environment,
