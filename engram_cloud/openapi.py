@@ -108,7 +108,7 @@ def error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if name.endswith("Request"):
             _strings_as_read(component)
     # Search filters compare metadata values with scalars only.
-    schemas["SearchRequestRequest"]["properties"]["metadata"]["additionalProperties"] = SCALAR
+    schemas["SearchRequest"]["properties"]["metadata"]["additionalProperties"] = SCALAR
     reference = {"$ref": "#/components/schemas/Error"}
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():

@@ -97,7 +97,7 @@ def memory_representation(memory: Memory) -> dict[str, Any]:
 
 
 class MemorySerializer(serializers.Serializer):
-    """A memory as the API returns it (declared for the OpenAPI document)."""
+    """A memory as the API returns it."""
 
     id = serializers.IntegerField()
     content = serializers.CharField()

@@ -101,6 +101,7 @@ def tenants(db: None) -> list[Tenant]:
 RULES_THE_SCHEMA_CANNOT_STATE = {
     "memory_type",  # Engram's alias of `type`: both may be sent only with the same value
     "ttl_seconds",  # only a daily memory takes a TTL
+    "metadata",  # at most 32 levels, 64 KB of JSON, and integers of 64 bits (Engram's)
     "cursor",  # opaque: only a cursor the API issued is valid
     "file",  # an upload must hold an Engram export file
     "version",  # ... of a version this service reads
