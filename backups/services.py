@@ -50,6 +50,7 @@ from backups.storage import (
     backup_storage,
     damaged_backup_key,
     database_backup_key,
+    database_backup_prefix,
     export_key,
     open_stored,
 )
@@ -618,10 +619,16 @@ def backups_to_keep(records: list[BackupRecord], now: dt.datetime) -> set[int]:
     return keep
 
 
+# An object of the tenant's backups no record names is deleted once this old: a backup killed
+# between its upload and its record leaves one, and a backup in progress is never this old.
+ORPHAN_AGE = dt.timedelta(hours=24)
+
+
 def prune_tenant_backups(tenant: Tenant, now: dt.datetime | None = None) -> list[int]:
-    """Delete the backups retention does not keep, and the journal entries no kept backup
-    needs; returns the ids of the pruned backups."""
+    """Delete the backups retention does not keep, the journal entries no kept backup needs
+    and the orphan objects; returns the ids of the pruned backups."""
     now = now or timezone.now()
+    _delete_orphans(tenant, now)
     records = list(BackupRecord.objects.filter(tenant=tenant, status=BackupStatus.COMPLETE))
     keep = backups_to_keep(records, now)
     pruned = [record for record in records if record.pk not in keep]
@@ -637,6 +644,23 @@ def prune_tenant_backups(tenant: Tenant, now: dt.datetime | None = None) -> list
     if kept:
         _prune_journal(tenant, min(record.journal_seq for record in kept))
     return [record.pk for record in pruned]
+
+
+def _delete_orphans(tenant: Tenant, now: dt.datetime) -> None:
+    storage = backup_storage()
+    prefix = database_backup_prefix(tenant.id)
+    try:
+        names = [prefix + name for name in storage.listdir(prefix)[1]]
+    except FileNotFoundError:  # local storage: no backup of this tenant yet
+        return
+    recorded = set(
+        BackupRecord.objects.filter(tenant=tenant, storage_key__in=names)
+        .exclude(status=BackupStatus.PRUNED)
+        .values_list("storage_key", flat=True)
+    )
+    for name in names:
+        if name not in recorded and storage.get_modified_time(name) < now - ORPHAN_AGE:
+            storage.delete(name)
 
 
 def _prune_journal(tenant: Tenant, up_to_seq: int) -> None:

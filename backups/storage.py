@@ -43,12 +43,16 @@ def stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def database_backup_prefix(tenant_id: uuid.UUID | str) -> str:
+    return f"tenants/{tenant_id}/db/"
+
+
 def database_backup_key(tenant_id: uuid.UUID | str, taken_at: dt.datetime, schema: str) -> str:
-    return f"tenants/{tenant_id}/db/{stamp(taken_at)}_v{schema}.sqlite.enc"
+    return f"{database_backup_prefix(tenant_id)}{stamp(taken_at)}_v{schema}.sqlite.enc"
 
 
 def damaged_backup_key(tenant_id: uuid.UUID | str, taken_at: dt.datetime) -> str:
-    return f"tenants/{tenant_id}/db/{stamp(taken_at)}.damaged.tar.enc"
+    return f"{database_backup_prefix(tenant_id)}{stamp(taken_at)}.damaged.tar.enc"
 
 
 def export_key(tenant_id: uuid.UUID | str, exported_at: dt.datetime) -> str:

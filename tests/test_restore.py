@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import connections
 from django.utils import timezone
@@ -20,6 +21,7 @@ from django.utils import timezone
 from backups import crypto, tasks
 from backups.models import BackupReason, BackupRecord, BackupStatus
 from backups.services import back_up_tenant, maintenance, prune_tenant_backups
+from backups.storage import backup_storage
 from memories.access import access_counter
 from memories.services import create_memory, memory_versions
 from memories.tenant_db import bind_tenant_database, tenant_database_path
@@ -518,3 +520,35 @@ def test_an_open_connection_follows_a_file_put_in_its_place(acme, alice_api):
     assert write(alice_api, "written to the new file")
     with contextlib.closing(sqlite3.connect(path)) as database:
         assert database.execute("SELECT count(*) FROM memories_memory").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_pruning_deletes_objects_no_record_names_once_a_day_old(
+    where, acme, globex, request, settings, tmp_path
+):
+    if where == "s3":
+        request.getfixturevalue("s3_storage")
+    else:
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "backups": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": tmp_path / "objects"},
+            },
+        }
+    backup = back_up_tenant(acme.tenant)
+    # What a backup killed between its upload and its record leaves.
+    orphan = f"tenants/{acme.tenant.id}/db/20261203T000000000000Z_v1.sqlite.enc"
+    theirs = f"tenants/{globex.tenant.id}/db/20261203T000000000000Z_v1.sqlite.enc"
+    export = f"tenants/{acme.tenant.id}/exports/20261203T000000000000Z.json"
+    storage = backup_storage()
+    for name in (orphan, theirs, export):
+        storage.save(name, ContentFile(b"left behind"))
+
+    prune_tenant_backups(acme.tenant, now=timezone.now() + dt.timedelta(hours=23))
+    assert storage.exists(orphan)  # it may be a backup in progress
+
+    prune_tenant_backups(acme.tenant, now=timezone.now() + dt.timedelta(hours=25))
+    assert not storage.exists(orphan)
+    assert storage.exists(backup.storage_key) and storage.exists(export)
+    assert storage.exists(theirs)  # another tenant's are pruned with that tenant
