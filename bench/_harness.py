@@ -277,6 +277,11 @@ def gunicorn(
         str(threads if worker_class == "gthread" else 1),
         "--keep-alive",
         "30",
+        # gunicorn.conf.py (read from the working directory) recycles a worker after 20,000
+        # requests; a bench measures one process's memory and files over time, which a
+        # recycled worker would hide (and restart costs would show as latency).
+        "--max-requests",
+        "0",
         "--log-level",
         "warning",
         "--chdir",
