@@ -303,12 +303,9 @@ def report(many: MixResult, one: MixResult, samples: list[Sample]) -> None:
         )
         for p in pids
     )
-    lasting = [p for p in pids if p in samples[0].workers and p in samples[-1].workers]
-    # A worker that restarted mid-run (killed, timed out) cannot show growth: that fails too.
-    rss_growth = max(
-        (samples[-1].workers[p][1] / samples[0].workers[p][1] - 1 for p in lasting),
-        default=float("inf"),
-    )
+    first, last = samples[0].workers, samples[-1].workers
+    # A worker that did not last the run (killed, timed out) hides its growth: that fails too.
+    rss_growth = max(last[p][1] / first[p][1] - 1 if p in last else float("inf") for p in first)
     ratio = percentile(many.all_latencies, 0.95) / percentile(one.all_latencies, 0.95)
     search_p95 = percentile(many.latencies["search"], 0.95)
     checks = [
