@@ -4,11 +4,21 @@ Vectors live in each tenant's database (MemoryEmbedding). A process keeps the ve
 recently searched tenants in memory (bounded by ENGRAM_VECTOR_CACHE_MB) and catches up with
 writes from any process by reading the memories_change log since the last sequence it saw, so
 a search never rereads a whole tenant after a write and never misses one.
+
+A tenant that is not in the cache is read from its vector snapshot (`vectors-*.bin` beside
+the database: the cache's arrays as they were at a change sequence) and caught up from the log
+since then; reading every stored vector out of SQLite and transposing it costs ~25 times as
+much. The snapshot is only ever a starting point: one the log cannot bring up to date (a
+restored file starts a new sequence) is ignored and rewritten, as is one that is unreadable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import struct
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -178,15 +188,23 @@ class VectorCache:
                 self._entries[key] = entry
             self._entries.move_to_end(key)
         with entry.lock:
-            _catch_up(entry)
+            if entry.last_seq == 0:
+                snapshot = snapshot_path(path, provider.name)
+                read_snapshot(entry, snapshot)
+                if _catch_up(entry) > SNAPSHOT_STALE_AFTER:
+                    write_snapshot(entry, snapshot)
+            else:
+                _catch_up(entry)
         self._evict()
         return entry
 
     def _evict(self) -> None:
         budget = settings.ENGRAM_VECTOR_CACHE_MB * 1024 * 1024
         with self._lock:
-            while len(self._entries) > 1 and sum(e.nbytes for e in self._entries.values()) > budget:
-                self._entries.popitem(last=False)
+            total = sum(entry.nbytes for entry in self._entries.values())
+            while len(self._entries) > 1 and total > budget:
+                _, evicted = self._entries.popitem(last=False)
+                total -= evicted.nbytes
 
 
 def _load_all(entry: TenantVectors, cursor: object) -> None:
@@ -230,7 +248,10 @@ def _load(entry: TenantVectors, cursor: object, memory_ids: Sequence[int]) -> No
         entry.drop(memory_id)
 
 
-def _catch_up(entry: TenantVectors) -> None:
+def _catch_up(entry: TenantVectors) -> int:
+    """Bring the entry up to the log's newest change; how many vectors it read (every stored
+    one when the log cannot take the entry from where it is: nothing yet, or a sequence the
+    file never had or no longer has)."""
     with connections[DATA_PLANE_ALIAS].cursor() as cursor:
         # Two index lookups (min() and max() together would scan the whole log).
         cursor.execute(
@@ -239,9 +260,10 @@ def _catch_up(entry: TenantVectors) -> None:
         )
         oldest, newest = cursor.fetchone()
         if newest == entry.last_seq:
-            return
-        if entry.last_seq == 0 or entry.last_seq < oldest - 1:
+            return 0
+        if entry.last_seq == 0 or not oldest - 1 <= entry.last_seq <= newest:
             _load_all(entry, cursor)
+            read = entry.count
         else:
             cursor.execute(
                 "SELECT DISTINCT memory_id FROM memories_change WHERE seq > %s",
@@ -250,7 +272,97 @@ def _catch_up(entry: TenantVectors) -> None:
             changed = [row[0] for row in cursor.fetchall()]
             for start in range(0, len(changed), 500):
                 _load(entry, cursor, changed[start : start + 500])
+            read = len(changed)
         entry.last_seq = newest
+        return read
+
+
+# A snapshot is rewritten when bringing it up to date read more vectors than this: a tenant's
+# first search in a process then never reads more than this many vectors from SQLite.
+SNAPSHOT_STALE_AFTER = 64
+_SNAPSHOT_MAGIC = b"ENGRAMV1"
+_SNAPSHOT_HEADER = struct.Struct("<8sqqqH")  # magic, last_seq, slots, dimension, model length
+
+
+def snapshot_path(database: Path, model: str) -> Path:
+    """The vector snapshot of this model beside the tenant's database file."""
+    digest = hashlib.sha256(model.encode()).hexdigest()[:16]
+    return database.with_name(f"vectors-{digest}.bin")
+
+
+def read_snapshot(entry: TenantVectors, path: Path) -> bool:
+    """Fill an empty entry from its snapshot; False (entry untouched) when there is none or it
+    is not one of this model and dimension, whole."""
+    try:
+        with path.open("rb") as file:
+            data = bytearray(os.fstat(file.fileno()).st_size)
+            if file.readinto(data) != len(data):
+                return False
+    except OSError:
+        return False
+    try:
+        magic, last_seq, slots, dimension, name_length = _SNAPSHOT_HEADER.unpack_from(data)
+    except struct.error:
+        return False
+    name_end = _SNAPSHOT_HEADER.size + name_length
+    model = bytes(data[_SNAPSHOT_HEADER.size : name_end])
+    expected = name_end + slots * 8 + dimension * slots * 4 + dimension * 8
+    if (
+        magic != _SNAPSHOT_MAGIC
+        or model != entry.model.encode()
+        or dimension != entry.dimension
+        or last_seq <= 0
+        or slots < 0
+        or len(data) != expected
+    ):
+        return False
+    ids = np.frombuffer(data, dtype=np.int64, count=slots, offset=name_end)
+    columns = np.frombuffer(
+        data, dtype=np.float32, count=dimension * slots, offset=name_end + slots * 8
+    ).reshape(dimension, slots)
+    frequency = np.frombuffer(
+        data, dtype=np.int64, count=dimension, offset=name_end + slots * 8 + dimension * slots * 4
+    )
+    used = ids != -1
+    entry.ids, entry.columns, entry.count = ids, columns, slots
+    entry.slots = dict(zip(ids[used].tolist(), np.flatnonzero(used).tolist(), strict=True))
+    entry.free = np.flatnonzero(~used).tolist()
+    if entry.document_frequency is not None:
+        entry.document_frequency = frequency.copy()
+    entry.last_seq = last_seq
+    return True
+
+
+def write_snapshot(entry: TenantVectors, path: Path) -> None:
+    """Save the entry as its tenant's snapshot: written aside, then renamed over the old one,
+    so a reader sees one whole snapshot or the other. A failure (a full disk) only logs."""
+    model = entry.model.encode()
+    used = entry.count
+    frequency = (
+        entry.document_frequency
+        if entry.document_frequency is not None
+        else np.zeros(entry.dimension, dtype=np.int64)
+    )
+    header = _SNAPSHOT_HEADER.pack(
+        _SNAPSHOT_MAGIC, entry.last_seq, used, entry.dimension, len(model)
+    )
+    temporary = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, prefix=".vectors-", suffix=".tmp", delete=False
+        ) as file:
+            temporary = Path(file.name)
+            file.write(header + model)
+            file.write(entry.ids[:used].astype(np.int64).tobytes())
+            file.write(np.ascontiguousarray(entry.columns[:, :used]).tobytes())
+            file.write(frequency.astype(np.int64).tobytes())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        logger.warning("could not write the vector snapshot %s", path, exc_info=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 vector_cache = VectorCache()
