@@ -6,7 +6,7 @@
 No server and no load generator: django.test.Client sends load.py's requests (same mix, same
 seeds) through the full middleware stack in this process, first spread over all tenants
 ("many"), then all to the first tenant ("one"). Prints the mean and p95 per request of each
-and by kind, then cProfile of "many" by cumulative and by own time.
+and by kind, then cProfile of one of them (`--profile`) by cumulative and by own time.
 A diagnostic helper: it is not judged.
 """
 
@@ -40,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memories", type=int, default=1000, help="per tenant")
     parser.add_argument("--requests", type=int, default=3000, help="per workload")
     parser.add_argument("--top", type=int, default=30, help="rows of each profile table")
+    parser.add_argument("--profile", choices=["many", "one"], default="many")
     parser.add_argument("--seed", type=int, default=20261122)
     return parser.parse_args()
 
@@ -90,7 +91,8 @@ def main() -> None:
             one = run(client, tenants[:1], setup, args.requests, args.seed + 2)
             profiler = cProfile.Profile()
             profiler.enable()
-            run(client, tenants, setup, args.requests, args.seed + 3)
+            profiled = tenants if args.profile == "many" else tenants[:1]
+            run(client, profiled, setup, args.requests, args.seed + 3)
             profiler.disable()
         finally:
             connections.close_all()
@@ -111,7 +113,7 @@ def main() -> None:
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
     stats.sort_stats("cumulative").print_stats(args.top)
     stats.sort_stats("tottime").print_stats(args.top)
-    print("== cProfile of many (cumulative, then own time)")
+    print(f"== cProfile of {args.profile} (cumulative, then own time)")
     print(out.getvalue())
 
 
