@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import threading
 import time
@@ -93,6 +94,24 @@ class MixResult:
 class Sample:
     after: str
     workers: dict[int, tuple[int, float]]  # pid -> (open files, RSS MB)
+    kinds: dict[int, Counter[str]] = field(default_factory=dict)  # pid -> open files by kind
+
+
+def file_kind(target: str) -> str:
+    """What an open file is, from its /proc/<pid>/fd link."""
+    if "/tenants/" in target:
+        return "tenant"
+    if target.startswith("socket:"):
+        return "socket"
+    if target.startswith("pipe:"):
+        return "pipe"
+    if "prometheus" in target:
+        return "metrics"
+    if Path(target).name.startswith("control.db"):
+        return "control"
+    if target.startswith("/dev/"):
+        return "dev"
+    return "other"
 
 
 def parse_args() -> argparse.Namespace:
@@ -181,18 +200,24 @@ def drive(
 
 
 def sample_workers(server: Server, after: str) -> Sample:
-    workers = {}
+    sample = Sample(after, {})
     for pid in server.worker_pids():
+        kinds: Counter[str] = Counter()
         try:
-            files = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+            for link in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    kinds[file_kind(os.readlink(link))] += 1
+                except OSError:  # closed while listed
+                    continue
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         rss_kb = next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
         )
-        workers[pid] = (files, rss_kb / 1024)
-    return Sample(after, workers)
+        sample.workers[pid] = (sum(kinds.values()), rss_kb / 1024)
+        sample.kinds[pid] = kinds
+    return sample
 
 
 def summary_row(result: MixResult) -> list[Any]:
@@ -260,6 +285,11 @@ def main() -> None:
     report(many, one, samples)
 
 
+def fd_spread_of(samples: list[Sample], pid: int) -> int:
+    counts = [s.workers[pid][0] for s in samples if pid in s.workers]
+    return max(counts) - min(counts)
+
+
 def report(many: MixResult, one: MixResult, samples: list[Sample]) -> None:
     print("Mixed workload (ms; only 2xx counted in latencies):")
     print_table(
@@ -296,12 +326,17 @@ def report(many: MixResult, one: MixResult, samples: list[Sample]) -> None:
             for sample in samples
         ],
     )
-    fd_spread = max(
-        (
-            max(s.workers[p][0] for s in samples if p in s.workers)
-            - min(s.workers[p][0] for s in samples if p in s.workers)
-        )
-        for p in pids
+    fd_spread = max(fd_spread_of(samples, p) for p in pids)
+    widest = max(pids, key=lambda p: fd_spread_of(samples, p))
+    print(f"Open files of worker {widest} by kind, in each sample:")
+    kinds = sorted({kind for s in samples for kind in s.kinds.get(widest, {})})
+    print_table(
+        ["after", *kinds],
+        [
+            [s.after, *[s.kinds[widest][kind] for kind in kinds]]
+            for s in samples
+            if widest in s.kinds
+        ],
     )
     first, last = samples[0].workers, samples[-1].workers
     # A worker that did not last the run (killed, timed out) hides its growth: that fails too.

@@ -81,6 +81,10 @@ def store_embeddings(
     return True
 
 
+# A dict entry of int -> int with both ints as objects (ids above 256 are).
+SLOT_ENTRY_BYTES = 100
+
+
 @dataclass
 class TenantVectors:
     """One tenant's vectors of one model, one per column of `columns` (dimension x capacity),
@@ -110,7 +114,8 @@ class TenantVectors:
 
     @property
     def nbytes(self) -> int:
-        return int(self.columns.nbytes + self.ids.nbytes)
+        """Memory held, the slot map's Python objects included (~100 bytes an entry)."""
+        return int(self.columns.nbytes + self.ids.nbytes) + SLOT_ENTRY_BYTES * len(self.slots)
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.ids)
@@ -118,7 +123,9 @@ class TenantVectors:
             return
         if len(self.free) >= needed:
             return
-        new_capacity = max(16, capacity * 2, self.count + needed)
+        # A quarter more, not double: a cached tenant's first new memory would otherwise
+        # double what it holds, and the cache would keep half as many tenants.
+        new_capacity = max(16, capacity + capacity // 4, self.count + needed)
         columns = np.zeros((self.dimension, new_capacity), dtype=np.float32)
         columns[:, :capacity] = self.columns[:, :capacity]
         ids = np.full(new_capacity, -1, dtype=np.int64)
