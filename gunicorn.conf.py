@@ -50,6 +50,14 @@ def on_starting(server: Any) -> None:
         path.mkdir(parents=True)
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker leaving (recycled, or the server stopping) writes the access counts it has
+    gathered (memories/access.py) instead of dropping them."""
+    from memories.access import access_counter
+
+    access_counter.flush_all()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A dead worker's gauges must not be reported as live (counters keep their values)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -3,13 +3,18 @@
 A read of a memory counts as an access (Engram's access_count and last_accessed_at). Writing
 that on every read would turn every GET into a write transaction with an fsync, contending
 with real writers. Instead each process gathers counts per tenant and writes them in one
-transaction when a read finds the last flush older than FLUSH_SECONDS. Access counts are
-bookkeeping, not acknowledged writes: a process that dies loses at most its unflushed counts.
+transaction when a read finds the last flush older than FLUSH_SECONDS, and all of them when
+a web worker exits (gunicorn.conf.py). The window is minutes, not seconds: with many tenants a
+process sees each one rarely, and a shorter window made nearly every read of such a tenant a
+write transaction of its own (bench/load.py). A read answers with the count including this
+process's unflushed ones. Access counts are bookkeeping, not acknowledged writes: a process
+that is killed loses at most its unflushed counts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -18,9 +23,16 @@ from pathlib import Path
 from django.db import connections, transaction
 
 from memories.models import Memory
-from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
+from memories.tenant_db import (
+    DATA_PLANE_ALIAS,
+    bind_database_file,
+    current_database_path,
+    maintenance_retry_after,
+)
 
-FLUSH_SECONDS = 5.0
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 300.0
 
 
 class AccessCounter:
@@ -66,6 +78,25 @@ class AccessCounter:
                 "last_accessed_at = max(coalesce(last_accessed_at, ''), %s) WHERE id = %s",
                 [(count, adapt(when), memory_id) for memory_id, (count, when) in counts.items()],
             )
+
+    def flush_all(self) -> int:
+        """Write every tenant's gathered counts (a process about to exit); how many tenants'.
+        A tenant being restored, or whose file is gone, keeps its counts unwritten."""
+        with self._lock:
+            paths = [path for path, counts in self._pending.items() if counts]
+        written = 0
+        for path in paths:
+            if maintenance_retry_after(path.parent.name) is not None:
+                continue
+            try:
+                with bind_database_file(path):
+                    self.flush()
+                written += 1
+            except Exception:
+                logger.warning("access counts of %s not written", path, exc_info=True)
+            finally:
+                connections[DATA_PLANE_ALIAS].close()
+        return written
 
 
 access_counter = AccessCounter()

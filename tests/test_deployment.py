@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,6 +133,7 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
         timeout=120,
     )
     api_key = json.loads(created.stdout)["api_key"]
+    tenant_id = json.loads(created.stdout)["tenant_id"]
 
     web = procfile()["web"].split("&&")[-1].replace("exec ", "")
     server = subprocess.Popen(
@@ -160,8 +162,11 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
             port, "POST", "/v1/memories", {"content": "deployed and answering"}, auth
         )
         assert status == 201, created_memory
-        status, fetched = request(port, "GET", f"/v1/memories/{created_memory['id']}", None, auth)
-        assert status == 200 and fetched["content"] == "deployed and answering"
+        for _ in range(3):
+            status, fetched = request(
+                port, "GET", f"/v1/memories/{created_memory['id']}", None, auth
+            )
+            assert status == 200 and fetched["content"] == "deployed and answering"
 
         # Without the proxy's https header, production redirects the API to https.
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -178,3 +183,10 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # The reads' access counts are gathered in the workers, which wrote them as they exited.
+    database = tmp_path / "data" / "tenants" / tenant_id / "engram.db"
+    with sqlite3.connect(database) as connection:
+        (count,) = connection.execute(
+            "SELECT access_count FROM memories_memory WHERE id = ?", [created_memory["id"]]
+        ).fetchone()
+    assert count == 3

@@ -212,6 +212,26 @@ def test_reads_count_as_accesses_written_in_batches_not_per_read(alice_api, acme
         assert stored.last_accessed_at is not None
 
 
+def test_an_exiting_process_writes_every_tenants_counts_but_not_a_restoring_ones(
+    alice_api, bob_api, acme, globex
+):
+    from backups.services import maintenance
+    from memories.access import access_counter
+
+    alices, bobs = create(alice_api), create(bob_api)
+    for _ in range(2):
+        alice_api.get(f"/v1/memories/{alices['id']}")
+        bob_api.get(f"/v1/memories/{bobs['id']}")
+    with maintenance(globex.tenant):
+        assert access_counter.flush_all() == 1
+    for tenant, memory, stored in ((acme, alices, 2), (globex, bobs, 0)):
+        with bind_tenant_database(tenant.tenant.id):
+            assert Memory.objects.get(pk=memory["id"]).access_count == stored
+    assert access_counter.flush_all() == 1  # the restore over, the kept counts are written
+    with bind_tenant_database(globex.tenant.id):
+        assert Memory.objects.get(pk=bobs["id"]).access_count == 2
+
+
 def test_the_hourly_purge_deletes_expired_memories_of_every_tenant_and_nothing_else(
     alice_api, bob_api, acme, globex
 ):
