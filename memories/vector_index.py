@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import struct
 import tempfile
@@ -297,45 +298,55 @@ def snapshot_path(database: Path, model: str) -> Path:
     return database.with_name(f"vectors-{digest}.bin")
 
 
+def _arrays_offset(name_length: int) -> int:
+    """Where the arrays start: after the header and the model's name, 64-byte aligned."""
+    return -(-(_SNAPSHOT_HEADER.size + name_length) // 64) * 64
+
+
 def read_snapshot(entry: TenantVectors, path: Path) -> bool:
     """Fill an empty entry from its snapshot; False (entry untouched) when there is none or it
-    is not one of this model and dimension, whole."""
+    is not one of this model and dimension, whole.
+
+    The file is mapped, not read: a hashed query reads the rows of its few dimensions only, so
+    the pages of the others are never touched. The mapping is private (copy-on-write): a
+    catch-up writes into this process's copy of a page, never into the file; a rewrite of the
+    snapshot renames another file over it, which leaves this mapping as it was.
+    """
     try:
         with path.open("rb") as file:
-            data = bytearray(os.fstat(file.fileno()).st_size)
-            if file.readinto(data) != len(data):
-                return False
-    except OSError:
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):  # missing, or empty (nothing to map)
         return False
     try:
-        magic, last_seq, slots, dimension, name_length = _SNAPSHOT_HEADER.unpack_from(data)
+        magic, last_seq, slots, dimension, name_length = _SNAPSHOT_HEADER.unpack_from(mapped)
     except struct.error:
         return False
-    name_end = _SNAPSHOT_HEADER.size + name_length
-    model = bytes(data[_SNAPSHOT_HEADER.size : name_end])
-    expected = name_end + slots * 8 + dimension * slots * 4 + dimension * 8
+    model = bytes(mapped[_SNAPSHOT_HEADER.size : _SNAPSHOT_HEADER.size + name_length])
+    offset = _arrays_offset(name_length)
+    expected = offset + slots * 8 + dimension * slots * 4 + dimension * 8
     if (
         magic != _SNAPSHOT_MAGIC
         or model != entry.model.encode()
         or dimension != entry.dimension
         or last_seq <= 0
         or slots < 0
-        or len(data) != expected
+        or len(mapped) != expected
     ):
         return False
-    ids = np.frombuffer(data, dtype=np.int64, count=slots, offset=name_end)
+    ids_end = offset + slots * 8
+    columns_end = ids_end + dimension * slots * 4
+    ids = np.frombuffer(mapped, dtype=np.int64, count=slots, offset=offset)
     columns = np.frombuffer(
-        data, dtype=np.float32, count=dimension * slots, offset=name_end + slots * 8
+        mapped, dtype=np.float32, count=dimension * slots, offset=ids_end
     ).reshape(dimension, slots)
-    frequency = np.frombuffer(
-        data, dtype=np.int64, count=dimension, offset=name_end + slots * 8 + dimension * slots * 4
-    )
     used = ids != -1
     entry.ids, entry.columns, entry.count = ids, columns, slots
     entry.slots = dict(zip(ids[used].tolist(), np.flatnonzero(used).tolist(), strict=True))
     entry.free = np.flatnonzero(~used).tolist()
     if entry.document_frequency is not None:
-        entry.document_frequency = frequency.copy()
+        entry.document_frequency = np.frombuffer(
+            mapped, dtype=np.int64, count=dimension, offset=columns_end
+        ).copy()
     entry.last_seq = last_seq
     return True
 
@@ -360,6 +371,7 @@ def write_snapshot(entry: TenantVectors, path: Path) -> None:
         ) as file:
             temporary = Path(file.name)
             file.write(header + model)
+            file.write(b"\0" * (_arrays_offset(len(model)) - len(header) - len(model)))
             file.write(entry.ids[:used].astype(np.int64).tobytes())
             file.write(np.ascontiguousarray(entry.columns[:, :used]).tobytes())
             file.write(frequency.astype(np.int64).tobytes())
