@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mmap
 import os
 import struct
 import tempfile
@@ -307,21 +306,21 @@ def read_snapshot(entry: TenantVectors, path: Path) -> bool:
     """Fill an empty entry from its snapshot; False (entry untouched) when there is none or it
     is not one of this model and dimension, whole.
 
-    The file is mapped, not read: a hashed query reads the rows of its few dimensions only, so
-    the pages of the others are never touched. The mapping is private (copy-on-write): a
-    catch-up writes into this process's copy of a page, never into the file; a rewrite of the
-    snapshot renames another file over it, which leaves this mapping as it was.
+    Read into memory, not mapped: Python's mmap keeps a descriptor of the file open for as long
+    as the mapping lives, one per cached tenant (bench/load.py saw a worker hold 60).
     """
     try:
         with path.open("rb") as file:
-            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
-    except (OSError, ValueError):  # missing, or empty (nothing to map)
+            data = bytearray(os.fstat(file.fileno()).st_size)
+            if file.readinto(data) != len(data):
+                return False
+    except OSError:
         return False
     try:
-        magic, last_seq, slots, dimension, name_length = _SNAPSHOT_HEADER.unpack_from(mapped)
+        magic, last_seq, slots, dimension, name_length = _SNAPSHOT_HEADER.unpack_from(data)
     except struct.error:
         return False
-    model = bytes(mapped[_SNAPSHOT_HEADER.size : _SNAPSHOT_HEADER.size + name_length])
+    model = bytes(data[_SNAPSHOT_HEADER.size : _SNAPSHOT_HEADER.size + name_length])
     offset = _arrays_offset(name_length)
     expected = offset + slots * 8 + dimension * slots * 4 + dimension * 8
     if (
@@ -330,14 +329,14 @@ def read_snapshot(entry: TenantVectors, path: Path) -> bool:
         or dimension != entry.dimension
         or last_seq <= 0
         or slots < 0
-        or len(mapped) != expected
+        or len(data) != expected
     ):
         return False
     ids_end = offset + slots * 8
     columns_end = ids_end + dimension * slots * 4
-    ids = np.frombuffer(mapped, dtype=np.int64, count=slots, offset=offset)
+    ids = np.frombuffer(data, dtype=np.int64, count=slots, offset=offset)
     columns = np.frombuffer(
-        mapped, dtype=np.float32, count=dimension * slots, offset=ids_end
+        data, dtype=np.float32, count=dimension * slots, offset=ids_end
     ).reshape(dimension, slots)
     used = ids != -1
     entry.ids, entry.columns, entry.count = ids, columns, slots
@@ -345,7 +344,7 @@ def read_snapshot(entry: TenantVectors, path: Path) -> bool:
     entry.free = np.flatnonzero(~used).tolist()
     if entry.document_frequency is not None:
         entry.document_frequency = np.frombuffer(
-            mapped, dtype=np.int64, count=dimension, offset=columns_end
+            data, dtype=np.int64, count=dimension, offset=columns_end
         ).copy()
     entry.last_seq = last_seq
     return True

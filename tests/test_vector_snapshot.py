@@ -7,7 +7,9 @@ what this process held.
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -172,3 +174,16 @@ def test_tenants_with_the_same_ids_never_share_a_snapshot(alice_api, bob_api, ac
     assert {memory_id for memory_id, _ in semantic(bob_api, "weather", limit=100)} == set(bob_ids)
     cold_start()
     assert semantic(alice_api, "kubernetes") == alice
+
+
+def test_cached_vectors_hold_no_file_open(alice_api, acme):
+    # A worker caches ~100 tenants' vectors: none of them may keep a descriptor (a mapping
+    # would), or open files would grow with the cache.
+    many_memories(acme.tenant.id)
+    semantic(alice_api, "espresso")
+    cold_start()
+    with no_full_read():
+        semantic(alice_api, "espresso")  # served from the snapshot
+    fds = Path("/proc/self/fd")
+    targets = [os.readlink(link) for link in fds.iterdir() if link.is_symlink()]
+    assert str(snapshot_of(acme)) not in targets
