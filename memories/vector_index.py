@@ -7,7 +7,7 @@ a search never rereads a whole tenant after a write and never misses one.
 
 A tenant that is not in the cache is read from its vector snapshot (`vectors-*.bin` beside
 the database: the cache's arrays as they were at a change sequence) and caught up from the log
-since then; reading every stored vector out of SQLite and transposing it costs ~25 times as
+since then; reading every stored vector out of SQLite and transposing it costs ~10 times as
 much. The snapshot is only ever a starting point: one the log cannot bring up to date (a
 restored file starts a new sequence) is ignored and rewritten, as is one that is unreadable.
 """
