@@ -345,8 +345,8 @@ def report(many: MixResult, one: MixResult, samples: list[Sample]) -> None:
             for sample in samples
         ],
     )
-    fd_spread = max(fd_spread_of(samples, p) for p in pids)
     widest = max(pids, key=lambda p: fd_spread_of(samples, p))
+    fd_spread = fd_spread_of(samples, widest)
     print(f"Open files of worker {widest} by kind, in each sample:")
     kinds = sorted({kind for s in samples for kind in s.kinds.get(widest, {})})
     print_table(

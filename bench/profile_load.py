@@ -13,10 +13,7 @@ A diagnostic helper: it is not judged.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import logging
-import pstats
 import random
 import time
 from typing import Any
@@ -32,6 +29,7 @@ from _harness import (
     setup_django_in_process,
 )
 from load import request_for
+from profile_views import profile
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,19 +48,21 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-KINDS: set[str] = set()
-
-
 def run(
-    client: Any, tenants: list[dict[str, Any]], setup: dict[str, Any], count: int, seed: int
+    client: Any,
+    tenants: list[dict[str, Any]],
+    setup: dict[str, Any],
+    kinds: set[str],
+    count: int,
+    seed: int,
 ) -> dict[str, list[float]]:
-    """`count` requests of the mix over `tenants` (those of KINDS); milliseconds by kind."""
+    """`count` requests of the mix's `kinds` over `tenants`; milliseconds by kind."""
     rng = random.Random(seed)
-    timings: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    timings: dict[str, list[float]] = {kind: [] for kind in kinds}
     while sum(map(len, timings.values())) < count:
         tenant = tenants[rng.randrange(len(tenants))]
         kind, method, path, body, headers = request_for(rng, tenant, setup["ids"], setup["words"])
-        if kind not in KINDS:
+        if kind not in kinds:
             continue
         extra = {"HTTP_AUTHORIZATION": headers["Authorization"]}
         started = time.perf_counter()
@@ -79,8 +79,8 @@ def run(
 
 def main() -> None:
     args = parse_args()
-    KINDS.update(kind.strip() for kind in args.kinds.split(",") if kind.strip())
-    if KINDS - {"search", "read", "write"}:
+    kinds = {kind.strip() for kind in args.kinds.split(",") if kind.strip()}
+    if kinds - {"search", "read", "write"}:
         raise BenchError(f"--kinds: search, read or write, not {args.kinds!r}")
     with bench_environment() as environment:
         setup = fixtures(
@@ -99,14 +99,15 @@ def main() -> None:
         client = Client(HTTP_HOST="127.0.0.1")
         tenants = setup["tenants"]
         try:
-            run(client, tenants, setup, min(len(tenants) * 2, 2000), args.seed)  # warm-up
-            many = run(client, tenants, setup, args.requests, args.seed + 1)
-            one = run(client, tenants[:1], setup, args.requests, args.seed + 2)
-            profiler = cProfile.Profile()
-            profiler.enable()
+            run(client, tenants, setup, kinds, min(len(tenants) * 2, 2000), args.seed)  # warm-up
+            many = run(client, tenants, setup, kinds, args.requests, args.seed + 1)
+            one = run(client, tenants[:1], setup, kinds, args.requests, args.seed + 2)
             profiled = tenants if args.profile == "many" else tenants[:1]
-            run(client, profiled, setup, args.requests, args.seed + 3)
-            profiler.disable()
+            report = profile(
+                lambda _: run(client, profiled, setup, kinds, args.requests, args.seed + 3),
+                1,
+                args.top,
+            )
         finally:
             connections.close_all()
     print_header(
@@ -122,12 +123,8 @@ def main() -> None:
             row.append(sum(timings[kind]) / len(timings[kind]) if timings.get(kind) else None)
         rows.append(row)
     print_table(["workload", "mean ms", "p95 ms", "search mean", "read mean", "write mean"], rows)
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out).strip_dirs()
-    stats.sort_stats("cumulative").print_stats(args.top)
-    stats.sort_stats("tottime").print_stats(args.top)
     print(f"== cProfile of {args.profile} (cumulative, then own time)")
-    print(out.getvalue())
+    print(report)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from django.db import connections, transaction
 from memories.models import Memory
 from memories.tenant_db import (
     DATA_PLANE_ALIAS,
-    bind_database_file,
+    TenantInMaintenance,
+    bind_tenant_database,
     current_database_path,
-    maintenance_retry_after,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,12 +86,12 @@ class AccessCounter:
             paths = [path for path, counts in self._pending.items() if counts]
         written = 0
         for path in paths:
-            if maintenance_retry_after(path.parent.name) is not None:
-                continue
             try:
-                with bind_database_file(path):
+                with bind_tenant_database(path.parent.name):
                     self.flush()
                 written += 1
+            except TenantInMaintenance:
+                continue
             except Exception:
                 logger.warning("access counts of %s not written", path, exc_info=True)
             finally:

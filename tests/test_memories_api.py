@@ -218,7 +218,6 @@ def test_an_exiting_process_writes_every_tenants_counts_but_not_a_restoring_ones
     from backups.services import maintenance
     from memories.access import access_counter
 
-    access_counter.flush_all()  # counts this process gathered in earlier tests
     alices, bobs = create(alice_api), create(bob_api)
     for _ in range(2):
         alice_api.get(f"/v1/memories/{alices['id']}")
