@@ -2,13 +2,13 @@
 
 Why these numbers:
 - Sync workers, one thread each. A request is short CPU work in Python plus local SQLite I/O and
-  one or two round trips to PostgreSQL and Redis; with one thread a worker holds at most one
-  open tenant database at a time (memories/tenant_db.py closes before rebinding), so open files
-  stay bounded and no two requests of a process share the GIL. Slow clients are buffered by the
-  proxy in front (Fly's, or nginx), never by a worker.
+  one or two round trips to PostgreSQL and Redis; no two requests of a process share the GIL,
+  and a worker's open tenant databases are bounded by ENGRAM_OPEN_TENANT_FILES (it keeps them
+  open between requests: memories/db_backend/base.py). Slow clients are buffered by the proxy
+  in front (Fly's, or nginx), never by a worker.
 - `WEB_CONCURRENCY` workers, default 2 per core: the round trips to PostgreSQL/Redis leave a core
   idle for part of each request, which a second worker fills; more workers only add memory (each
-  worker keeps its own vector cache, `ENGRAM_VECTOR_CACHE_MB`).
+  worker keeps its own vector cache, `ENGRAM_VECTOR_CACHE_MB`, and its own open tenant files).
 - Workers are recycled after `max_requests` (with jitter, so they do not restart together): a
   slow leak in any library cannot grow a worker without bound.
 """

@@ -1,7 +1,7 @@
 """Load: a mixed workload over 1,000 tenants of 1,000 memories each vs the same on one tenant.
 
     .venv/bin/python bench/load.py [--tenants 1000] [--memories 1000] [--seconds 120]
-                                   [--connections 4] [--workers 4] [--warmup 60]
+                                   [--connections 4] [--workers 4] [--warmup 120]
 
 One deployment (a fresh control plane and data directory), gunicorn with `--workers` sync
 workers (default 4 = 2 per core, as gunicorn.conf.py chooses in production: a request is short
@@ -17,9 +17,11 @@ built once and copied over every tenant's file: different tenants and files, the
 Workload (per request, seeded): 70% `POST /v1/search` (1-3 words of the corpus, the API's
 default strategy), 20% `GET /v1/memories/{id}` (a live memory), 10% `POST /v1/memories`; the
 tenant of each request drawn uniformly from all tenants ("many"), or always the same tenant ("one").
-After a warm-up over all tenants, "many" and "one" alternate in short slices (ABBA...), so
-both see the same background on this shared machine. After each slice every worker's open
-files (/proc/<pid>/fd: those open in each of five looks over a second) and RSS are sampled.
+After a warm-up over all tenants (long enough for each worker to have served every tenant:
+workers keep tenant files open, ENGRAM_OPEN_TENANT_FILES), "many" and "one" alternate in short
+slices (ABBA...), so both see the same background on this shared machine. After each slice
+every worker's open files (/proc/<pid>/fd: those open in each of five looks over a second) and
+RSS are sampled.
 
 Judged (issue 9): p95 of "many" ≤ 1.5 x p95 of "one"; search p95 of "many" ≤ 50 ms; no errors;
 open files and memory per worker flat after warm-up (open files: max - min ≤ 4 per worker;
@@ -120,7 +122,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memories", type=int, default=1000, help="per tenant")
     parser.add_argument("--seconds", type=float, default=120.0, help="per workload, in total")
     parser.add_argument("--slices", type=int, default=8, help="alternating slices")
-    parser.add_argument("--warmup", type=float, default=60.0, help="over all tenants")
+    parser.add_argument("--warmup", type=float, default=120.0, help="over all tenants")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=20261122)

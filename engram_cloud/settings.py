@@ -405,6 +405,9 @@ ENGRAM_OPENAI_EMBEDDINGS_TIMEOUT_SECONDS = env_int("ENGRAM_OPENAI_EMBEDDINGS_TIM
 ENGRAM_SEARCH_TIME_BUDGET_MS = env_int("ENGRAM_SEARCH_TIME_BUDGET_MS", 250)
 # Vectors of recently searched tenants kept in memory, per process.
 ENGRAM_VECTOR_CACHE_MB = env_int("ENGRAM_VECTOR_CACHE_MB", 128)
+# Tenant files each thread keeps open between requests, least recently used closed first
+# (memories/db_backend/base.py): a tenant's next request skips opening its file.
+ENGRAM_OPEN_TENANT_FILES = env_int("ENGRAM_OPEN_TENANT_FILES", 1000)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.PrincipalAuthentication"],

@@ -1,9 +1,11 @@
 """Binding a tenant's SQLite file to the current context.
 
 The data plane is one file per tenant at {ENGRAM_DATA_DIR}/tenants/{tenant_id}/engram.db.
-`bind_tenant_database` sets the file for the current context (thread or task) and closes the
-context's connection first if it was open on another file, so a thread holds at most one
-tenant file open and the number of open files does not grow with the number of tenants.
+`bind_tenant_database` sets the file for the current context (thread or task); the context's
+connection, if open on another file, is put aside first. Commands and tasks close it: they hold
+one tenant file open at a time. The API's requests (`keep_open=True`) park it instead, up to
+ENGRAM_OPEN_TENANT_FILES per thread (memories/db_backend/base.py), so that a worker serving
+many tenants in turn does not reopen a file on every request.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ DATA_PLANE_ALIAS = "memories"
 
 _bound_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "engram_tenant_database", default=None
+)
+# Whether a connection opened under the current binding may be parked when another file is
+# bound (the API's requests), or is closed then (commands, tasks, console pages).
+_keep_open: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "engram_tenant_keep_open", default=False
 )
 
 
@@ -101,31 +108,38 @@ def current_database_path() -> Path | None:
     return _bound_path.get()
 
 
+def keep_open_requested() -> bool:
+    return _keep_open.get()
+
+
 @contextmanager
-def bind_database_file(path: Path) -> Iterator[None]:
-    """Bind an explicit SQLite file (tenant files, the schema template) for the block."""
+def bind_database_file(path: Path, *, keep_open: bool = False) -> Iterator[None]:
+    """Bind an explicit SQLite file (tenant files, the schema template) for the block.
+    `keep_open`: a connection opened in the block may be parked for the file's next binding."""
     connection = connections[DATA_PLANE_ALIAS]
     if connection.in_atomic_block:
         raise TenantBindingError("Cannot rebind the data plane inside a transaction.")
     previous = _bound_path.get()
     if connection.connection is not None and connection.open_path != path:
-        connection.close()
-    token = _bound_path.set(path)
+        connection.put_aside()
+    token, keep_token = _bound_path.set(path), _keep_open.set(keep_open)
     try:
         yield
     finally:
         _bound_path.reset(token)
+        _keep_open.reset(keep_token)
         if (
             previous is not None
             and connection.connection is not None
             and (connection.open_path != previous)
         ):
-            connection.close()
+            connection.put_aside()
 
 
 @contextmanager
-def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
-    """Bind the tenant's file for the block; every `memories` query inside goes there."""
+def bind_tenant_database(tenant_id: uuid.UUID | str, *, keep_open: bool = False) -> Iterator[None]:
+    """Bind the tenant's file for the block; every `memories` query inside goes there.
+    `keep_open` (the API's requests): its connection may be parked when another is bound."""
     retry_after = maintenance_retry_after(tenant_id)
     if retry_after is not None:
         raise TenantInMaintenance(retry_after)
@@ -133,11 +147,11 @@ def bind_tenant_database(tenant_id: uuid.UUID | str) -> Iterator[None]:
     connection = connections[DATA_PLANE_ALIAS]
     already_open = connection.open_path == path
     if already_open and _replaced(connection, path):
-        connection.close()  # it would go on reading and writing the file no longer there
+        connection.close_current()  # it would go on reading and writing a file no longer there
         already_open = False
     if not already_open and not path.exists():
         raise TenantDatabaseMissing(f"Tenant {tenant_id} has no database file.")
-    with bind_database_file(path):
+    with bind_database_file(path, keep_open=keep_open):
         yield
 
 

@@ -162,7 +162,7 @@ class TenantApiMiddleware:
             # What the handler adds (searches made, memories created) for metering.
             request.usage = {"searches": 1 if group == "search" else 0, "memories_created": 0}
             handled = True
-            with bind_tenant_database(tenant.id):
+            with bind_tenant_database(tenant.id, keep_open=True):
                 response = self.get_response(request)
         except ApiError as error:
             response = render_error(request, error)

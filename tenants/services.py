@@ -283,12 +283,13 @@ def delete_workspace(tenant: Tenant, *, actor: User) -> Tenant:
 
 
 def _remove_data_file(tenant_id: Any) -> None:
-    """After the deletion commits: close this thread's handle on the file, then remove it."""
+    """After the deletion commits: close this thread's handles on the file (open or parked),
+    then remove it. Other processes' parked handles close within PARKED_IDLE_SECONDS."""
     connection = connections[DATA_PLANE_ALIAS]
-    if connection.connection is not None and connection.open_path == tenant_database_path(
-        tenant_id
-    ):
-        connection.close()
+    path = tenant_database_path(tenant_id)
+    if connection.connection is not None and connection.open_path == path:
+        connection.close_current()
+    connection.close_parked(path)
     remove_tenant_database(tenant_id)
 
 

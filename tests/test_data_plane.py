@@ -16,7 +16,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 
 from memories.models import Memory
 from memories.provisioning import create_tenant_database, schema_version, template_path
@@ -111,6 +111,31 @@ def test_data_plane_transactions_take_the_write_lock_at_begin(acme):
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+def test_savepoints_roll_back_their_own_work_and_reuse_their_names(acme):
+    """Savepoint names are numbered per transaction: a long-lived connection does not compile
+    (and cache) two new statements for every nested block it ever ran."""
+    executed: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        executed.append(sql)
+        return execute(sql, params, many, context)
+
+    with bind_tenant_database(acme.tenant.id), data_plane().execute_wrapper(record):
+        for n in range(10):
+            with transaction.atomic(using=DATA_PLANE_ALIAS):
+                Memory.objects.create(content=f"kept {n}", content_hash="x")
+                with transaction.atomic(using=DATA_PLANE_ALIAS):
+                    Memory.objects.create(content=f"inner {n}", content_hash="x")
+                    with pytest.raises(RuntimeError), transaction.atomic(using=DATA_PLANE_ALIAS):
+                        Memory.objects.create(content=f"undone {n}", content_hash="x")
+                        raise RuntimeError
+        kept = list(Memory.objects.order_by("id").values_list("content", flat=True))
+    assert kept == [content for n in range(10) for content in (f"kept {n}", f"inner {n}")]
+    savepoint_statements = {sql for sql in executed if "SAVEPOINT" in sql}
+    # Two names (two levels), each created, released and (the inner) rolled back to.
+    assert len(savepoint_statements) == 5, savepoint_statements
 
 
 # --- Binding -------------------------------------------------------------------------------------
@@ -222,6 +247,134 @@ def test_threads_bound_to_different_tenants_at_once_see_only_their_own_rows(acme
         assert rows == expected
         assert contents(tenant_database_path(tenant.id)) == expected
     assert current_database_path() is None
+
+
+# --- Parked connections (the API keeps tenant files open between requests) ----------------------
+
+
+def api_connection(client, content: str) -> object:
+    """Store a memory through the API; the driver's connection that wrote it."""
+    response = client.post("/v1/memories", {"content": content})
+    assert response.status_code == 201, response.content
+    return data_plane().connection
+
+
+def test_a_tenants_next_request_takes_back_its_parked_connection(alice_api, bob_api, acme, globex):
+    acme_connection = api_connection(alice_api, "acme one")
+    globex_connection = api_connection(bob_api, "globex one")
+    assert globex_connection is not acme_connection
+    assert data_plane().parked_paths == [tenant_database_path(acme.tenant.id)]
+    assert api_connection(alice_api, "acme two") is acme_connection
+    assert data_plane().parked_paths == [tenant_database_path(globex.tenant.id)]
+    assert sorted(open_tenant_files()) == sorted(
+        str(tenant_database_path(t.tenant.id)) for t in (acme, globex)
+    )
+
+
+def test_requests_alternating_between_tenants_see_only_their_own_memories(
+    alice_api, bob_api, acme, globex
+):
+    for n in range(5):
+        api_connection(alice_api, f"acme {n}")
+        api_connection(bob_api, f"globex {n}")
+        seen = {
+            name: [m["content"] for m in client.get("/v1/memories").json()["data"]]
+            for name, client in (("acme", alice_api), ("globex", bob_api))
+        }
+        for name, contents_seen in seen.items():
+            assert sorted(contents_seen) == [f"{name} {i}" for i in range(n + 1)]
+    assert contents(tenant_database_path(acme.tenant.id)) == [f"acme {n}" for n in range(5)]
+    assert contents(tenant_database_path(globex.tenant.id)) == [f"globex {n}" for n in range(5)]
+
+
+def test_at_most_the_configured_number_stay_open_least_recently_used_closed_first(
+    settings, acme, globex
+):
+    settings.ENGRAM_OPEN_TENANT_FILES = 2
+    fixtures = [acme, globex, make_tenant("initech", "carol@example.com")]
+    fixtures.append(make_tenant("umbrella", "dave@example.com"))
+    paths = [tenant_database_path(f.tenant.id) for f in fixtures]
+    for fixture in fixtures:
+        api_connection(fixture.client(), fixture.tenant.slug)
+    # The last is open; of the three before it the two used last are parked.
+    assert data_plane().open_path == paths[3]
+    assert data_plane().parked_paths == paths[1:3]
+    assert sorted(open_tenant_files()) == sorted(map(str, paths[1:]))
+    api_connection(fixtures[0].client(), "again")  # reopened; the oldest parked one closes
+    assert data_plane().parked_paths == [paths[2], paths[3]]
+
+
+def test_with_none_configured_the_previous_tenants_file_is_closed(settings, alice_api, bob_api):
+    settings.ENGRAM_OPEN_TENANT_FILES = 0
+    acme_connection = api_connection(alice_api, "acme")
+    api_connection(bob_api, "globex")
+    assert data_plane().parked_paths == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        acme_connection.execute("SELECT 1")
+
+
+def test_a_parked_connection_to_a_file_since_replaced_is_not_taken_back(alice_api, bob_api, acme):
+    acme_connection = api_connection(alice_api, "before the restore")
+    api_connection(bob_api, "globex")
+    path = tenant_database_path(acme.tenant.id)
+    replacement = path.with_name("restored.db")
+    live, copy = sqlite3.connect(path), sqlite3.connect(replacement)
+    live.backup(copy)
+    copy.execute("PRAGMA journal_mode=DELETE")
+    copy.execute("UPDATE memories_memory SET content = 'from the backup'")
+    copy.commit()
+    live.close()
+    copy.close()
+    # As a restore over a damaged file does (backups.services._replace_file): another file,
+    # another inode, at the tenant's path.
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    os.replace(replacement, path)
+    assert [m["content"] for m in alice_api.get("/v1/memories").json()["data"]] == [
+        "from the backup"
+    ]
+    assert data_plane().connection is not acme_connection
+    with pytest.raises(sqlite3.ProgrammingError):
+        acme_connection.execute("SELECT 1")
+
+
+def test_a_connection_that_failed_is_closed_not_parked(alice_api, acme, globex):
+    api_connection(alice_api, "acme")
+    with bind_tenant_database(acme.tenant.id, keep_open=True):
+        with pytest.raises(OperationalError), data_plane().cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+        failed = data_plane().connection
+    with bind_tenant_database(globex.tenant.id, keep_open=True):
+        Memory.objects.count()
+    assert data_plane().parked_paths == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        failed.execute("SELECT 1")
+
+
+def test_parked_connections_unused_for_long_are_closed(monkeypatch, alice_api, bob_api, globex):
+    from memories.db_backend import base
+
+    acme_connection = api_connection(alice_api, "acme")
+    monkeypatch.setattr(base, "PARKED_IDLE_SECONDS", 0.0)
+    api_connection(bob_api, "globex")  # parks acme's, then finds it idle too long
+    assert data_plane().parked_paths == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        acme_connection.execute("SELECT 1")
+    assert open_tenant_files() == [str(tenant_database_path(globex.tenant.id))]
+
+
+def test_deleting_a_tenant_closes_its_parked_connection(
+    alice_api, bob_api, acme, django_capture_on_commit_callbacks
+):
+    acme_connection = api_connection(alice_api, "acme")
+    api_connection(bob_api, "globex")
+    owner = services.get_or_create_user(acme.owner_email)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_workspace(acme.tenant, actor=owner)
+    assert data_plane().parked_paths == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        acme_connection.execute("SELECT 1")
+    assert not tenant_database_path(acme.tenant.id).exists()
 
 
 # --- Provisioning -------------------------------------------------------------------------------
