@@ -290,20 +290,22 @@ def main() -> None:
             samples = [sample_workers(server, "warm-up")]
             many, one = MixResult(f"many: {args.tenants:,} tenants"), MixResult("one: 1 tenant")
             workloads = [(many, tenants), (one, tenants[:1])]
+            slices: list[tuple[int, MixResult]] = []
             for index in range(args.slices):
                 order = workloads if index % 2 == 0 else list(reversed(workloads))
                 for total, chosen in order:
                     part = drive(
                         server,
-                        total.label,
+                        total.label.split(":")[0],
                         chosen,
                         seconds=args.seconds / args.slices,
                         seed=args.seed + index + 1,
                         **common,
                     )
                     total.add(part)
+                    slices.append((index + 1, part))
                 samples.append(sample_workers(server, f"slice {index + 1}"))
-    report(many, one, samples)
+    report(many, one, samples, slices)
 
 
 def fd_spread_of(samples: list[Sample], pid: int) -> int:
@@ -311,7 +313,9 @@ def fd_spread_of(samples: list[Sample], pid: int) -> int:
     return max(counts) - min(counts)
 
 
-def report(many: MixResult, one: MixResult, samples: list[Sample]) -> None:
+def report(
+    many: MixResult, one: MixResult, samples: list[Sample], slices: list[tuple[int, MixResult]]
+) -> None:
     print("Mixed workload (ms; only 2xx counted in latencies):")
     print_table(
         [
@@ -332,6 +336,21 @@ def report(many: MixResult, one: MixResult, samples: list[Sample]) -> None:
     for result in (many, one):
         if result.errors:
             print(f"  {result.label}: statuses {dict(result.statuses)}")
+    print("By slice (a burst of background work shows as one slow slice):")
+    print_table(
+        ["slice", "workload", "req/s", "p50", "p95", "p99"],
+        [
+            [
+                number,
+                part.label,
+                part.ok / part.seconds if part.seconds else 0.0,
+                percentile(part.all_latencies, 0.50),
+                percentile(part.all_latencies, 0.95),
+                percentile(part.all_latencies, 0.99),
+            ]
+            for number, part in slices
+        ],
+    )
     pids = sorted({pid for sample in samples for pid in sample.workers})
     print("Workers after warm-up (open files / RSS MB):")
     print_table(

@@ -3,8 +3,9 @@
 A read of a memory counts as an access (Engram's access_count and last_accessed_at). Writing
 that on every read would turn every GET into a write transaction with an fsync, contending
 with real writers. Instead each process gathers counts per tenant and writes them in one
-transaction when a read finds the last flush older than FLUSH_SECONDS, and all of them when
-a web worker exits (gunicorn.conf.py). The window is minutes, not seconds: with many tenants a
+transaction when a read finds the last flush older than FLUSH_SECONDS (after that read's
+response is sent: engram_cloud.after_response), and all of them when a web worker exits
+(gunicorn.conf.py). The window is minutes, not seconds: with many tenants a
 process sees each one rarely, and a shorter window made nearly every read of such a tenant a
 write transaction of its own (bench/load.py). A read answers with the count including this
 process's unflushed ones. Access counts are bookkeeping, not acknowledged writes: a process
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from django.db import connections, transaction
 
+from engram_cloud import after_response
 from memories.models import Memory
 from memories.tenant_db import (
     DATA_PLANE_ALIAS,
@@ -52,7 +54,9 @@ class AccessCounter:
             count = entry[0]
             due = time.monotonic() - self._flushed_at.setdefault(path, time.monotonic())
         if due >= FLUSH_SECONDS:
-            self.flush()
+            with self._lock:
+                self._flushed_at[path] = time.monotonic()  # one flush deferred, not one a read
+            after_response.defer(lambda: self.flush_tenant(path))
         return count
 
     def pending(self, memory_id: int) -> int:
@@ -78,6 +82,18 @@ class AccessCounter:
                 "last_accessed_at = max(coalesce(last_accessed_at, ''), %s) WHERE id = %s",
                 [(count, adapt(when), memory_id) for memory_id, (count, when) in counts.items()],
             )
+
+    def flush_tenant(self, path: Path) -> None:
+        """Write the gathered counts of the tenant whose file is `path` (binding it unless it
+        is bound already)."""
+        if current_database_path() == path:
+            self.flush()
+            return
+        try:
+            with bind_tenant_database(path.parent.name, keep_open=True):
+                self.flush()
+        except TenantInMaintenance:
+            return  # kept for the next flush
 
     def flush_all(self) -> int:
         """Write every tenant's gathered counts (a process about to exit); how many tenants'.

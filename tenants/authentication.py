@@ -22,6 +22,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 
+from engram_cloud import after_response
 from engram_cloud.errors import ApiError, unauthorized
 from tenants import api_keys
 from tenants.jwt_auth import InvalidToken, decode_token
@@ -181,13 +182,19 @@ def authenticate_bearer_token(token: str) -> Principal:
 
 
 def _touch_last_used(key_id: int, last_used_at: dt.datetime | None, now: dt.datetime) -> None:
-    """Write last_used_at at most once a minute per key, never on every request."""
+    """Write last_used_at at most once a minute per key, never on every request, and after the
+    response (with many tenants a worker sees each key about once a minute: most of its
+    requests would otherwise wait for this write)."""
     if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
         return
+    after_response.defer(lambda: _write_last_used(key_id, now))
+
+
+def _write_last_used(key_id: int, now: dt.datetime) -> None:
     try:
         ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
     except DatabaseError:
-        # Best effort: a busy control plane must not fail the request it only describes.
+        # Best effort: a busy control plane must not fail what it only describes.
         logger.warning("could not record last_used_at of key %s", key_id, exc_info=True)
 
 
