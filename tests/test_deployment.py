@@ -190,3 +190,24 @@ def test_gunicorn_as_the_procfile_starts_it_serves_the_product(tmp_path):
             "SELECT access_count FROM memories_memory WHERE id = ?", [created_memory["id"]]
         ).fetchone()
     assert count == 3
+
+
+def test_a_worker_imports_every_view_then_freezes_what_it_loaded(monkeypatch):
+    """gunicorn.conf.py's post_worker_init: the objects of the imports are moved out of the
+    garbage collector's scans (they live as long as the worker)."""
+    import gc
+    import runpy
+
+    imported: list[str] = []
+    monkeypatch.setattr(
+        "django.urls.resolvers.URLResolver.url_patterns",
+        property(lambda self: imported.append(self.urlconf_name) or []),
+    )
+    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert gc.get_freeze_count() == 0
+    try:
+        hooks["post_worker_init"](None)
+        assert imported == ["engram_cloud.urls"]
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
