@@ -7,6 +7,8 @@ filter that leaked across tenants would show it.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from memories.models import Memory, MemoryTag, MemoryVersion
@@ -240,7 +242,14 @@ def test_each_tenant_has_its_own_database_file(a, b):
     globex_file = tenant_database_path(b.tenant.id)
     assert acme_file != globex_file
     assert acme_file.is_file() and globex_file.is_file()
-    assert acme_file.read_bytes() != globex_file.read_bytes()
+    for path, expected in ((acme_file, ACME_CONTENTS), (globex_file, GLOBEX_CONTENTS)):
+        # Read by SQLite alone (the file and its WAL), not through the bound connection.
+        direct = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = direct.execute("SELECT content FROM memories_memory").fetchall()
+        finally:
+            direct.close()
+        assert {content for (content,) in rows} == expected
     with bind_tenant_database(a.tenant.id):
         assert set(Memory.objects.values_list("content", flat=True)) == ACME_CONTENTS
     with bind_tenant_database(b.tenant.id):
