@@ -27,6 +27,7 @@ from engram_cloud import after_response
 from memories.models import Memory
 from memories.tenant_db import (
     DATA_PLANE_ALIAS,
+    TenantDatabaseMissing,
     TenantInMaintenance,
     bind_tenant_database,
     current_database_path,
@@ -94,6 +95,9 @@ class AccessCounter:
                 self.flush()
         except TenantInMaintenance:
             return  # kept for the next flush
+        except TenantDatabaseMissing:
+            with self._lock:  # the tenant was deleted: nothing to count for
+                self._pending.pop(path, None)
 
     def flush_all(self) -> int:
         """Write every tenant's gathered counts (a process about to exit); how many tenants'.

@@ -284,7 +284,8 @@ def delete_workspace(tenant: Tenant, *, actor: User) -> Tenant:
 
 def _remove_data_file(tenant_id: Any) -> None:
     """After the deletion commits: close this thread's handles on the file (open or parked),
-    then remove it. Other processes' parked handles close within PARKED_IDLE_SECONDS."""
+    then remove it. A web worker that had it parked closes it at the first of its requests
+    after PARKED_IDLE_SECONDS, or sooner when it is the least recently used."""
     connection = connections[DATA_PLANE_ALIAS]
     path = tenant_database_path(tenant_id)
     if connection.connection is not None and connection.open_path == path:

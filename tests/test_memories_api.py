@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
+import pytest
+from django.db import connections
 from django.utils import timezone
 
 from memories.models import Memory, MemoryTag, MemoryVersion
-from memories.tenant_db import bind_tenant_database
+from memories.tenant_db import (
+    DATA_PLANE_ALIAS,
+    TenantDatabaseMissing,
+    bind_tenant_database,
+    tenant_database_path,
+)
 
 
 def create(api, **fields):
@@ -259,3 +267,17 @@ def test_the_hourly_purge_deletes_expired_memories_of_every_tenant_and_nothing_e
     with bind_tenant_database(globex.tenant.id):
         assert not Memory.objects.exists()
     assert purge_expired_memories() == 0
+
+
+def test_counts_of_a_tenant_deleted_meanwhile_are_dropped_not_retried(alice_api, acme):
+    from memories.access import access_counter
+
+    memory = create(alice_api)
+    alice_api.get(f"/v1/memories/{memory['id']}")
+    path = tenant_database_path(acme.tenant.id)
+    connections[DATA_PLANE_ALIAS].close()
+    shutil.rmtree(path.parent)
+    access_counter.flush_tenant(path)  # no error: there is nothing left to count for
+    with pytest.raises(TenantDatabaseMissing), bind_tenant_database(acme.tenant.id):
+        pass
+    assert path not in access_counter._pending  # not kept (and retried) for ever
