@@ -53,10 +53,11 @@ class AccessCounter:
             entry[0] += 1
             entry[1] = when
             count = entry[0]
-            due = time.monotonic() - self._flushed_at.setdefault(path, time.monotonic())
-        if due >= FLUSH_SECONDS:
-            with self._lock:
-                self._flushed_at[path] = time.monotonic()  # one flush deferred, not one a read
+            now = time.monotonic()
+            due = now - self._flushed_at.setdefault(path, now) >= FLUSH_SECONDS
+            if due:
+                self._flushed_at[path] = now  # one flush deferred, not one per read until it runs
+        if due:
             after_response.defer(lambda: self.flush_tenant(path))
         return count
 
@@ -84,34 +85,33 @@ class AccessCounter:
                 [(count, adapt(when), memory_id) for memory_id, (count, when) in counts.items()],
             )
 
-    def flush_tenant(self, path: Path) -> None:
+    def flush_tenant(self, path: Path) -> bool:
         """Write the gathered counts of the tenant whose file is `path` (binding it unless it
-        is bound already)."""
+        is bound already); whether they were written. A tenant being restored keeps them for
+        a later flush; one whose file is gone (deleted) loses them: nothing is left to count."""
         if current_database_path() == path:
             self.flush()
-            return
+            return True
         try:
             with bind_tenant_database(path.parent.name, keep_open=True):
                 self.flush()
         except TenantInMaintenance:
-            return  # kept for the next flush
+            return False
         except TenantDatabaseMissing:
-            with self._lock:  # the tenant was deleted: nothing to count for
+            with self._lock:
                 self._pending.pop(path, None)
+            return False
+        return True
 
     def flush_all(self) -> int:
-        """Write every tenant's gathered counts (a process about to exit); how many tenants'.
-        A tenant being restored, or whose file is gone, keeps its counts unwritten."""
+        """Write every tenant's gathered counts (a process about to exit), as flush_tenant
+        does; how many tenants' were written."""
         with self._lock:
             paths = [path for path, counts in self._pending.items() if counts]
         written = 0
         for path in paths:
             try:
-                with bind_tenant_database(path.parent.name):
-                    self.flush()
-                written += 1
-            except TenantInMaintenance:
-                continue
+                written += self.flush_tenant(path)
             except Exception:
                 logger.warning("access counts of %s not written", path, exc_info=True)
             finally:

@@ -144,8 +144,8 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
             self.close_current()
             return
         now = time.monotonic()
+        # Never parked already: taking a connection back removes it (get_new_connection).
         self._parked[self.open_path] = Parked(self.connection, self.open_inode, now)
-        self._parked.move_to_end(self.open_path)
         self.connection, self.open_path, self.open_inode = None, None, None
         self.run_on_commit = []
         while self._parked:
