@@ -78,11 +78,11 @@ def create_memory(
 
 
 _MEMORY_FIELDS = Memory._meta.concrete_fields
+# The columns of a memory's row, in the model's field order.
+MEMORY_COLUMNS = tuple(field.column for field in _MEMORY_FIELDS)
 # Reading a memory is the hottest path of the API: one prepared statement, not an ORM query
 # (bench/api_overhead.py); the access it counts is written later, in batches (access.py).
-_SELECT_SQL = (
-    f"SELECT {', '.join(field.column for field in _MEMORY_FIELDS)} FROM {Memory._meta.db_table} "
-)
+_SELECT_SQL = f"SELECT {', '.join(MEMORY_COLUMNS)} FROM {Memory._meta.db_table} "
 _READ_SQL = _SELECT_SQL + "WHERE id = %s AND (expires_at IS NULL OR expires_at > %s)"
 
 
@@ -117,16 +117,16 @@ def _from_row(row: tuple[Any, ...]) -> Memory:
     return Memory.from_db(DATA_PLANE_ALIAS, None, values)
 
 
-def memories_by_id(memory_ids: list[int]) -> dict[int, Memory]:
-    """Memories by id as stored, in one statement (search results: no liveness check, no
-    access counted); a missing id is left out."""
+def memory_rows_by_id(memory_ids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """Memories by id as stored, as rows of MEMORY_COLUMNS in one statement (search results: no
+    liveness check, no access counted, no model instances); a missing id is left out."""
     if not memory_ids:
         return {}
     with connections[DATA_PLANE_ALIAS].cursor() as cursor:
         cursor.execute(
             _SELECT_SQL + "WHERE id IN (SELECT value FROM json_each(%s))", [json.dumps(memory_ids)]
         )
-        return {memory.pk: memory for memory in map(_from_row, cursor.fetchall())}
+        return {row[0]: row for row in cursor.fetchall()}
 
 
 def update_memory(memory_id: int, changes: dict[str, Any]) -> Memory:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from memories import search as search_engine
 from memories import services
+from memories.api.serializers import memory_representation
 from memories.models import Memory
 from memories.tenant_db import DATA_PLANE_ALIAS, bind_tenant_database
 
@@ -102,6 +103,34 @@ def test_explain_says_why_each_result_matched(alice_api):
     assert match["semantic_score"] is not None
     assert "blue" in match["matched_terms"]
     assert any("**" in snippet for snippet in match["highlights"])
+
+
+@pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])
+def test_a_result_shows_the_memory_as_stored_with_every_field(alice_api, acme, strategy):
+    response = alice_api.post(
+        "/v1/memories",
+        {
+            "content": "Rotate the vault token before the release",
+            "type": "decision",
+            "tags": ["security", "release"],
+            "metadata": {"ticket": "SEC-7", "weight": 2.5, "nested": {"ok": True}},
+            "importance": 0.9,
+            "workspace": "ops",
+            "tier": "daily",
+            "ttl_seconds": 3600,
+        },
+    )
+    memory_id = response.json()["id"]
+    assert alice_api.patch(f"/v1/memories/{memory_id}", {"importance": 0.8}).status_code == 200
+    accessed = timezone.now().replace(microsecond=123456)
+    with bind_tenant_database(acme.tenant.id):
+        Memory.objects.filter(pk=memory_id).update(access_count=3, last_accessed_at=accessed)
+        stored = Memory.objects.get(pk=memory_id)
+    body = search(alice_api, "rotate vault token release", strategy=strategy)
+    assert body["results"][0]["memory"] == memory_representation(stored)
+    shown = body["results"][0]["memory"]
+    assert (shown["version"], shown["access_count"], shown["tier"]) == (2, 3, "daily")
+    assert shown["expires_at"].endswith("Z") and shown["last_accessed_at"].endswith(".123456Z")
 
 
 @pytest.mark.parametrize("strategy", ["keyword", "fuzzy", "semantic", "hybrid"])

@@ -24,11 +24,11 @@ from memories.api.fields import (
 from memories.api.serializers import (
     MAX_TAG_CHARS,
     MemorySerializer,
-    memory_representation,
+    row_representation,
     workspace_validator,
 )
 from memories.models import MemoryType, Tier
-from memories.services import MemoryFilters, memories_by_id
+from memories.services import MemoryFilters, memory_rows_by_id
 from tenants.permissions import Access, Scope, declare
 
 MAX_QUERY_CHARS = 1000
@@ -155,25 +155,24 @@ def explained_results(
 ) -> list[dict[str, Any]]:
     """Each hit as `{"memory", "score", <match_key>}`; `explain` adds matched terms and
     highlights. REST calls the match `match`, Engram's MCP tool `match_info`."""
-    memories = memories_by_id([hit.memory_id for hit in outcome.hits])
+    rows = memory_rows_by_id([hit.memory_id for hit in outcome.hits])
     terms = [*outcome.terms, *(word for words in outcome.corrections.values() for word in words)]
     results = []
     for hit in outcome.hits:
-        memory = memories.get(hit.memory_id)
-        if memory is None:  # deleted between ranking and loading
+        row = rows.get(hit.memory_id)
+        if row is None:  # deleted between ranking and loading
             continue
+        memory = row_representation(row)
         match: dict[str, Any] = {
             "strategy": outcome.strategy,
             "keyword_score": hit.keyword_score,
             "semantic_score": hit.semantic_score,
         }
         if explain:
-            found = matched_terms(memory.content + " " + " ".join(memory.tags), terms)
+            found = matched_terms(memory["content"] + " " + " ".join(memory["tags"]), terms)
             match["matched_terms"] = found
-            match["highlights"] = highlights(memory.content, found)
-        results.append(
-            {"memory": memory_representation(memory), "score": hit.score, match_key: match}
-        )
+            match["highlights"] = highlights(memory["content"], found)
+        results.append({"memory": memory, "score": hit.score, match_key: match})
     return results
 
 

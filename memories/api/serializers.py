@@ -16,7 +16,7 @@ from memories.api.fields import (
     StrictSerializer,
 )
 from memories.models import Memory, MemoryType, Tier
-from memories.services import SORT_FIELDS
+from memories.services import MEMORY_COLUMNS, SORT_FIELDS
 
 workspace_validator = RegexValidator(
     r"^[a-z0-9_-]{1,64}\Z", "A workspace is 1-64 characters of a-z, 0-9, '_' or '-'."
@@ -93,6 +93,72 @@ def memory_representation(memory: Memory) -> dict[str, Any]:
         "created_at": iso(memory.created_at),
         "updated_at": iso(memory.updated_at),
         "last_accessed_at": iso(memory.last_accessed_at),
+    }
+
+
+REPRESENTED_FIELDS = (
+    "id",
+    "content",
+    "type",
+    "tags",
+    "metadata",
+    "importance",
+    "workspace",
+    "tier",
+    "expires_at",
+    "version",
+    "content_hash",
+    "access_count",
+    "created_at",
+    "updated_at",
+    "last_accessed_at",
+)
+assert MEMORY_COLUMNS == REPRESENTED_FIELDS, "row_representation unpacks rows in this order"
+
+
+def _stored_iso(value: dt.datetime | None) -> str | None:
+    """A datetime column as SQLite returns it (naive UTC) in the API's form."""
+    if value is None:
+        return None
+    return value.isoformat() + "Z" if value.tzinfo is None else iso(value)
+
+
+def row_representation(row: tuple[Any, ...]) -> dict[str, Any]:
+    """memory_representation of a stored row (services.memory_rows_by_id), without a model
+    instance: search results are the API's most repeated representation."""
+    (
+        pk,
+        content,
+        type_,
+        tags,
+        metadata,
+        importance,
+        workspace,
+        tier,
+        expires_at,
+        version,
+        hash_,
+        access_count,
+        created_at,
+        updated_at,
+        last_accessed_at,
+    ) = row
+    return {
+        "id": pk,
+        "content": content,
+        "type": type_,
+        "tags": json.loads(tags),
+        "metadata": json.loads(metadata),
+        "importance": importance,
+        "workspace": workspace,
+        "tier": tier,
+        "expires_at": _stored_iso(expires_at),
+        "version": version,
+        "content_hash": hash_,
+        "access_count": access_count,
+        "created_at": _stored_iso(created_at),
+        "updated_at": _stored_iso(updated_at),
+        "last_accessed_at": _stored_iso(last_accessed_at),
     }
 
 
