@@ -301,6 +301,21 @@ def test_bad_search_requests_get_400(alice_api, body):
     assert response.json()["error"] == "validation_error"
 
 
+def test_each_search_body_is_judged_on_its_own(alice_api):
+    """The search body's fields are bound once per process and shared by every request: one
+    body's errors, values or defaults never carry over to the next."""
+    seed(alice_api)
+    bad = alice_api.post("/v1/search", {"query": "x", "limit": 0, "tier": "weekly"})
+    assert set(bad.json()["fields"]) == {"limit", "tier"}
+    body = search(alice_api, "coffee", strategy="keyword")
+    assert len(body["results"]) == 1 and "corrections" not in body
+    explained = search(alice_api, "coffee", strategy="fuzzy", limit=1, explain=True)
+    assert explained["strategy"] == "fuzzy" and "corrections" in explained
+    again = alice_api.post("/v1/search", {"query": "coffee", "created_after": "yesterday"})
+    assert set(again.json()["fields"]) == {"created_after"}
+    assert search(alice_api, "coffee")["strategy"] == "keyword"
+
+
 def test_a_key_without_the_search_scope_cannot_search(acme):
     key = acme.issue_key(scopes=["memories:read"])
     response = acme.client().__class__(key).post("/v1/search", {"query": "x"})

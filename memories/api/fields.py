@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import QueryDict
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import BindingDict
 
 
 class StrictCharField(serializers.CharField):
@@ -62,6 +63,31 @@ class StrictSerializer(serializers.Serializer):
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+class SharedFieldsSerializer(StrictSerializer):
+    """A serializer whose instances share one bound copy of its fields, made once per class.
+
+    DRF deep-copies and binds every declared field for each instance: for a 13-field search
+    body that is half of its validation (~50 of ~95 µs). Sharing is safe only for fields that
+    validate plain JSON values and read nothing of the serializer they are bound to: no
+    context, no nested serializers, no `partial` (such an instance gets its own fields).
+    """
+
+    @property
+    def fields(self) -> BindingDict:  # type: ignore[override]
+        if self.partial or self._context:
+            own = self.__dict__.get("_own_fields")
+            if own is None:
+                own = self.__dict__["_own_fields"] = serializers.Serializer.fields.func(self)
+            return own
+        cls = type(self)
+        shared = cls.__dict__.get("_shared_fields")
+        if shared is None:
+            # Bound to a template instance of the class, which holds no data.
+            shared = serializers.Serializer.fields.func(cls())
+            cls._shared_fields = shared
+        return shared
 
 
 def query_data(params: QueryDict, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
