@@ -14,7 +14,6 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -31,7 +30,7 @@ from memories.embeddings import STOP_WORDS, get_provider
 from memories.models import Memory
 from memories.services import MemoryFilters
 from memories.tenant_db import DATA_PLANE_ALIAS, current_database_path
-from memories.vector_index import SemanticRanking, rank_in_background
+from memories.vector_index import SemanticRanking
 
 STRATEGIES = ("auto", "keyword", "fuzzy", "semantic", "hybrid")
 RRF_K = 60
@@ -107,35 +106,16 @@ def fts_expression(groups: list[list[str]]) -> str:
 # --- Running SQL within a time budget ------------------------------------------------------------
 
 
-class Budget:
-    """A deadline for the bound tenant's SQL statements; time spent `paused` does not count."""
-
-    def __init__(self, milliseconds: int) -> None:
-        self.deadline = time.monotonic() + milliseconds / 1000
-
-    def exceeded(self) -> int:
-        """SQLite's progress handler: non-zero interrupts the running statement."""
-        return int(time.monotonic() > self.deadline)
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.deadline += time.monotonic() - started
-
-
 @contextmanager
-def time_budget(milliseconds: int) -> Iterator[Budget]:
+def time_budget(milliseconds: int) -> Iterator[None]:
     """Interrupt the data-plane connection's statements that run past the budget."""
     connection = connections[DATA_PLANE_ALIAS]
     connection.ensure_connection()
-    budget = Budget(milliseconds)
+    deadline = time.monotonic() + milliseconds / 1000
     raw = connection.connection
-    raw.set_progress_handler(budget.exceeded, 2000)
+    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 2000)
     try:
-        yield budget
+        yield
     except OperationalError as error:
         if "interrupted" in str(error):
             raise SearchTimeout() from error
@@ -407,19 +387,15 @@ def search(
     outcome = SearchOutcome(strategy=used, hits=[], terms=terms)
     candidates = max(limit * 3, 30)
     ranking = None
-    pending: Future[SemanticRanking] | None = None
-    # Outside the time budget, which interrupts SQL statements: the provider (a model loads
-    # once per process), the tenant's vectors (a first load, or catching up with writes), the
-    # query's embedding and its similarity to every vector (numpy). Inside, a slow load or
-    # embedding would only get the next statement interrupted: the search would answer
-    # nothing, and a cut-short first load would start over on the next search. Hybrid ranks
-    # on another thread while its keyword half runs here; waiting for it pauses the budget.
-    if used == "semantic":
+    if used in ("semantic", "hybrid"):
+        # Outside the time budget, which interrupts SQL statements: the provider (a model loads
+        # once per process), the tenant's vectors (a first load, or catching up with writes),
+        # the query's embedding and its similarity to every vector (numpy). Inside, a slow
+        # load or embedding would only get the next statement interrupted: the search would
+        # answer nothing, and a cut-short first load would start over on the next search.
         ranking = SemanticRanking(query, get_provider())
-    elif used == "hybrid":
-        pending = rank_in_background(query, get_provider())
     try:
-        with time_budget(settings.ENGRAM_SEARCH_TIME_BUDGET_MS) as budget:
+        with time_budget(settings.ENGRAM_SEARCH_TIME_BUDGET_MS):
             clause = filter_clause(filters)
             groups = [[term] for term in terms]
             if used in ("fuzzy", "hybrid"):
@@ -432,9 +408,7 @@ def search(
                 keyword = keyword_hits(informative_groups(groups), clause, candidates)
             if used == "semantic":
                 outcome.hits = semantic_hits(ranking, clause, limit)
-            elif pending is not None:
-                with budget.paused():
-                    ranking = pending.result()
+            elif used == "hybrid":
                 outcome.hits = fuse(keyword, semantic_hits(ranking, clause, candidates), limit)
             else:
                 outcome.hits = keyword

@@ -22,7 +22,6 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -388,20 +387,11 @@ vector_cache = VectorCache()
 
 
 class SemanticRanking:
-    """A query's cosine similarity to every vector of the bound tenant, read best first.
+    """A query's cosine similarity to every vector of the bound tenant, read best first."""
 
-    `entry`: the tenant's vectors, already brought up to date (rank_in_background); without
-    it they are read from the cache here, which may read the bound tenant's database.
-    """
-
-    def __init__(
-        self,
-        query: str,
-        provider: EmbeddingProvider | None = None,
-        entry: TenantVectors | None = None,
-    ) -> None:
+    def __init__(self, query: str, provider: EmbeddingProvider | None = None) -> None:
         provider = provider or get_provider()
-        entry = entry or vector_cache.vectors(provider)
+        entry = vector_cache.vectors(provider)
         vector = provider.embed([query])[0]
         with entry.lock:
             if entry.document_frequency is not None and entry.slots:
@@ -437,25 +427,3 @@ class SemanticRanking:
         best = among[np.argpartition(self.scores[among], kth)[kth:]]
         order = best[np.lexsort((-self.ids[best], -self.scores[best]))]
         return [(int(self.ids[i]), float(self.scores[i])) for i in order]
-
-
-# One or two hybrid searches of a process at a time rank on it (a sync worker runs one).
-_ranking_threads: ThreadPoolExecutor | None = None
-_ranking_threads_lock = threading.Lock()
-
-
-def rank_in_background(query: str, provider: EmbeddingProvider) -> Future[SemanticRanking]:
-    """The query's SemanticRanking, computed on another thread while the caller goes on.
-
-    The tenant's vectors are brought up to date here, on the caller's thread (that may read the
-    bound tenant's database, whose connection belongs to this thread); the query's embedding
-    and its similarity to every vector (torch, BLAS: they release the GIL) run on the other.
-    Hybrid search runs its keyword half meanwhile, so a request takes about the longer of the
-    two halves instead of their sum.
-    """
-    global _ranking_threads
-    entry = vector_cache.vectors(provider)
-    with _ranking_threads_lock:
-        if _ranking_threads is None:
-            _ranking_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ranking")
-    return _ranking_threads.submit(SemanticRanking, query, provider, entry)

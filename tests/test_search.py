@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -274,58 +273,6 @@ def test_a_search_past_its_time_budget_is_cut_short_not_failed(alice_api, acme, 
     body = search(alice_api, "blue green script", strategy="keyword")
     assert body["timed_out"] is True
     assert body["results"] == []
-
-
-def test_a_slow_query_embedding_does_not_use_up_the_time_budget(
-    alice_api, acme, settings, monkeypatch
-):
-    """Hybrid ranks on another thread while its keyword half runs; a slow ranking (a slow
-    model, a remote embeddings endpoint) delays the answer but does not cut it short."""
-    from memories.embeddings import HashedProvider
-
-    ids = seed(alice_api)
-    with bind_tenant_database(acme.tenant.id):
-        for number in range(300):
-            services.create_memory(
-                content=f"morning coffee order number {number}", workspace="cafe"
-            )
-    embed = HashedProvider.embed
-
-    def slow_embed(self, texts):
-        time.sleep(0.3)
-        return embed(self, texts)
-
-    monkeypatch.setattr(HashedProvider, "embed", slow_embed)
-    settings.ENGRAM_SEARCH_TIME_BUDGET_MS = 100
-    # The other workspace's memories rank first: the semantic candidates are filtered, and
-    # looked for further down, in statements that run after the wait.
-    body = search(
-        alice_api, "dark roast coffee in the morning", strategy="hybrid", workspace="default"
-    )
-    assert body["timed_out"] is False
-    assert ids_of(body)[0] == ids[2]
-    assert body["took_ms"] >= 300
-
-
-# ~10 ms of SQLite's virtual machine: long enough for the budget's check to run in it.
-COUNT_TO_100K = (
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) "
-    "SELECT count(*) FROM c"
-)
-
-
-def test_time_spent_paused_is_not_charged_to_the_time_budget(acme):
-    """What hybrid search does while it waits for its other thread's ranking."""
-    with bind_tenant_database(acme.tenant.id):
-        cursor = connections[DATA_PLANE_ALIAS].cursor()
-        with search_engine.time_budget(200) as budget:
-            with budget.paused():
-                time.sleep(0.3)
-            cursor.execute(COUNT_TO_100K)
-            assert cursor.fetchone() == (100000,)
-        with pytest.raises(search_engine.SearchTimeout), search_engine.time_budget(200):
-            time.sleep(0.3)
-            cursor.execute(COUNT_TO_100K)
 
 
 @pytest.mark.parametrize(
