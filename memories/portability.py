@@ -70,7 +70,7 @@ from memories.models import (
     Tier,
     content_hash,
 )
-from memories.services import expiry_for
+from memories.services import MEMORY_COLUMNS, expiry_for
 from memories.tenant_db import DATA_PLANE_ALIAS
 from memories.vector_index import store_embeddings
 
@@ -848,25 +848,6 @@ def _insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
             f"INSERT INTO {table} ({columns}) SELECT * FROM temp.{staged} ORDER BY rowid"
         )
         cursor.execute(f"DROP TABLE temp.{staged}")
-
-
-MEMORY_COLUMNS = (
-    "id",
-    "content",
-    "type",
-    "tags",
-    "metadata",
-    "importance",
-    "workspace",
-    "tier",
-    "expires_at",
-    "version",
-    "content_hash",
-    "access_count",
-    "created_at",
-    "updated_at",
-    "last_accessed_at",
-)
 
 
 def _version_row(memory_id: int, version: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from memories.api.fields import (
     StrictSerializer,
 )
 from memories.models import Memory, MemoryType, Tier
-from memories.services import MEMORY_COLUMNS, SORT_FIELDS
+from memories.services import SORT_FIELDS
 
 workspace_validator = RegexValidator(
     r"^[a-z0-9_-]{1,64}\Z", "A workspace is 1-64 characters of a-z, 0-9, '_' or '-'."
@@ -96,26 +96,6 @@ def memory_representation(memory: Memory) -> dict[str, Any]:
     }
 
 
-REPRESENTED_FIELDS = (
-    "id",
-    "content",
-    "type",
-    "tags",
-    "metadata",
-    "importance",
-    "workspace",
-    "tier",
-    "expires_at",
-    "version",
-    "content_hash",
-    "access_count",
-    "created_at",
-    "updated_at",
-    "last_accessed_at",
-)
-assert MEMORY_COLUMNS == REPRESENTED_FIELDS, "row_representation unpacks rows in this order"
-
-
 def _stored_iso(value: dt.datetime | None) -> str | None:
     """A datetime column as SQLite returns it (naive UTC) in the API's form."""
     if value is None:
@@ -124,8 +104,9 @@ def _stored_iso(value: dt.datetime | None) -> str | None:
 
 
 def row_representation(row: tuple[Any, ...]) -> dict[str, Any]:
-    """memory_representation of a stored row (services.memory_rows_by_id), without a model
-    instance: search results are the API's most repeated representation."""
+    """memory_representation of a stored row (services.memory_rows_by_id: the columns of
+    services.MEMORY_COLUMNS, the model's field order), without a model instance: search
+    results are the API's most repeated representation."""
     (
         pk,
         content,
